@@ -1,0 +1,3 @@
+from obsfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Async access to an ``ObjectStore`` for the trio filesystem.
+
+The SDK blocks, so every call runs in a worker thread under one of two CapacityLimiters of our
+own: metadata (HEAD, LIST, small PUTs, DELETE) and data (GET, PUT, parts). A bulk transfer then
+cannot starve ``stat``. Retries and deadlines come from ``retry.py``: reads and metadata give up
+after ``read_deadline`` (the filesystem answers EIO), uploads after ``write_deadline``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
+
+import trio
+
+from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore
+from obsfs.backend.retry import acall_with_retry
+
+T = TypeVar("T")
+
+
+class AsyncStore:
+    """Trio-facing wrapper; one per mount."""
+
+    def __init__(self, store: ObjectStore, *, read_deadline: float, write_deadline: float,
+                 meta_threads: int = 32, data_threads: int = 8) -> None:
+        self.store = store
+        self.bucket = store.bucket
+        self.read_deadline = read_deadline
+        self.write_deadline = write_deadline
+        self.meta_limiter = trio.CapacityLimiter(meta_threads)
+        self.data_limiter = trio.CapacityLimiter(data_threads)
+
+    async def _run(self, what: str, fn: Callable[[], T], *, data: bool = False, write: bool = False) -> T:
+        limiter = self.data_limiter if data else self.meta_limiter
+        # Calls that only return values may be abandoned at the deadline; calls that write a
+        # local file or upload must finish (bounded by the socket timeout) before we retry.
+        abandon = not write and not data
+
+        async def attempt() -> T:
+            return await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=abandon)
+
+        deadline = self.write_deadline if write else self.read_deadline
+        return await acall_with_retry(attempt, what, deadline)
+
+    async def head(self, key: str) -> ObjectInfo:
+        return await self._run(f"HEAD {key}", functools.partial(self.store.head, key))
+
+    async def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytes:
+        return await self._run(f"GET {key}",
+                               functools.partial(self.store.get_range, key, start, length, etag=etag),
+                               data=True)
+
+    async def get_to_file(self, key: str, fd: int, *, etag: str | None = None) -> int:
+        return await self._run(f"GET {key}", functools.partial(self.store.get_to_file, key, fd, etag=etag),
+                               data=True)
+
+    async def put_file(self, key: str, path: str, *, metadata: Mapping[str, str], content_type: str,
+                       if_match: str | None = None, if_none_match: bool = False) -> str:
+        return await self._run(f"PUT {key}", functools.partial(
+            self.store.put_file, key, path, metadata=metadata, content_type=content_type,
+            if_match=if_match, if_none_match=if_none_match), data=True, write=True)
+
+    async def put_bytes(self, key: str, data: bytes, *, metadata: Mapping[str, str],
+                        content_type: str) -> str:
+        return await self._run(f"PUT {key}", functools.partial(
+            self.store.put_bytes, key, data, metadata=metadata, content_type=content_type), write=True)
+
+    async def initiate_multipart(self, key: str, *, metadata: Mapping[str, str], content_type: str) -> str:
+        return await self._run(f"initiate multipart {key}", functools.partial(
+            self.store.initiate_multipart, key, metadata=metadata, content_type=content_type), write=True)
+
+    async def upload_part(self, key: str, upload_id: str, part_no: int, path: str, offset: int,
+                          size: int) -> str:
+        return await self._run(f"upload part {part_no} of {key}", functools.partial(
+            self.store.upload_part, key, upload_id, part_no, path, offset, size), data=True, write=True)
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]]) -> None:
+        parts = list(parts)
+        await self._run(f"complete multipart {key}", functools.partial(
+            self.store.complete_multipart, key, upload_id, parts), write=True)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self._run(f"abort multipart {key}", functools.partial(
+            self.store.abort_multipart, key, upload_id), write=True)
+
+    async def copy(self, src_key: str, dst_key: str, *, metadata: Mapping[str, str],
+                   content_type: str, size: int | None = None) -> None:
+        await self._run(f"COPY {src_key}", functools.partial(
+            self.store.copy, src_key, dst_key, metadata=metadata, content_type=content_type, size=size),
+            write=True)
+
+    async def delete(self, key: str) -> None:
+        await self._run(f"DELETE {key}", functools.partial(self.store.delete, key), write=True)
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        await self._run(f"DELETE {len(keys)} keys", functools.partial(self.store.delete_many, keys),
+                        write=True)
+
+    async def list(self, prefix: str = "", delimiter: str | None = "/", marker: str | None = None,
+                   max_keys: int = 1000) -> ListPage:
+        return await self._run(f"LIST {prefix or '/'}", functools.partial(
+            self.store.list, prefix, delimiter, marker, max_keys))
+
+    async def check_access(self, prefix: str = "") -> None:
+        await self._run(f"check bucket {self.bucket}", functools.partial(self.store.check_access, prefix))

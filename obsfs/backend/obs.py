@@ -1,0 +1,394 @@
+"""``ObjectStore`` over esdk-obs-python.
+
+The SDK reports HTTP errors as result values and transport errors as plain exceptions; this
+module is the one place that turns both into ``obsfs.errors`` types. The SDK's own retries are
+off (``max_retry_count=0``): ``retry.py`` owns the policy so that every call has one deadline.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import http.client
+import io
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from obs import (  # type: ignore[import-untyped]
+    CompleteMultipartUploadRequest,
+    CompletePart,
+    CopyObjectHeader,
+    DeleteObjectsRequest,
+    GetObjectHeader,
+    Object,
+    ObsClient,
+    PutObjectHeader,
+)
+
+from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig
+from obsfs.errors import (
+    AccessDenied,
+    BadCredentials,
+    BucketNotFound,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    TemporaryFailure,
+)
+
+log = logging.getLogger(__name__)
+
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_TEMP_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed"}
+_CREDENTIAL_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AuthorizationHeaderMalformed"}
+_STREAM_CHUNK = 1 << 20
+# Conservative limit for a single copyObject; larger objects are copied part by part.
+_MAX_SINGLE_COPY = 5 * (1 << 30)
+_COPY_PART = 512 * (1 << 20)
+
+
+def bare_etag(etag: str | None) -> str:
+    """ETags without quotes: the SDK percent-encodes quotes in If-Match, which then never matches."""
+    return (etag or "").strip().strip('"')
+
+
+def classify(status: int, code: str | None, what: str, key: str | None) -> StoreError:
+    """Map an HTTP status and S3 error code to our exception type, with a message a user can act on."""
+    detail = f"{what}: HTTP {status}" + (f" {code}" if code else "")
+    if status in (408, 429) or status >= 500 or code in _TEMP_CODES:
+        return TemporaryFailure(detail, status=status, code=code, key=key)
+    if status == 404:
+        if code == "NoSuchBucket":
+            return BucketNotFound(f"{what}: the bucket does not exist", status=status, code=code, key=key)
+        return NotFound(detail, status=status, code=code, key=key)
+    if status == 403:
+        if code == "InvalidAccessKeyId":
+            return BadCredentials(f"{what}: the server does not know this access key", status=status,
+                                  code=code, key=key)
+        if code in _CREDENTIAL_CODES:
+            return BadCredentials(f"{what}: the secret key does not match the access key", status=status,
+                                  code=code, key=key)
+        return AccessDenied(f"{what}: access denied", status=status, code=code, key=key)
+    if status == 401:
+        return BadCredentials(f"{what}: not authenticated", status=status, code=code, key=key)
+    if status == 412:
+        return PreconditionFailed(detail, status=status, code=code, key=key)
+    if status == 409:
+        return Conflict(detail, status=status, code=code, key=key)
+    return InvalidRequest(detail, status=status, code=code, key=key)
+
+
+def _transport_error(exc: BaseException, what: str, key: str | None) -> StoreError:
+    if isinstance(exc, ssl.SSLError):
+        return InvalidRequest(f"{what}: TLS failed: {exc}", key=key)
+    if isinstance(exc, socket.gaierror):
+        return TemporaryFailure(f"{what}: cannot resolve the endpoint's host name", key=key)
+    if isinstance(exc, ConnectionRefusedError):
+        return TemporaryFailure(f"{what}: connection refused by the endpoint", key=key)
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return TemporaryFailure(f"{what}: the endpoint did not answer in time", key=key)
+    return TemporaryFailure(f"{what}: {type(exc).__name__}: {exc}", key=key)
+
+
+def _parse_http_date(value: str | None) -> float:
+    if not value:
+        return 0.0
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _parse_listing_date(value: str | None) -> float:
+    """Listings give ``YYYY/MM/DD HH:MM:SS`` in the process's local zone (SDK quirk)."""
+    if not value:
+        return 0.0
+    try:
+        return time.mktime(time.strptime(value, "%Y/%m/%d %H:%M:%S"))
+    except ValueError:
+        return _parse_http_date(value)
+
+
+def _check_key(key: str) -> None:
+    # The SDK turns an empty key into a request on the bucket itself.
+    if not key:
+        raise InvalidRequest("empty object key")
+
+
+class ObsStore(ObjectStore):
+    """One bucket through one shared, thread-safe ObsClient."""
+
+    def __init__(self, config: StoreConfig, bucket: str) -> None:
+        self.config = config
+        self.bucket = bucket
+        ssl_verify: bool | str = config.ssl_verify
+        if ssl_verify is True:
+            ssl_verify = SYSTEM_CA_BUNDLE  # the SDK's True loads no CA at all
+        self.client = ObsClient(
+            access_key_id=config.access_key,
+            secret_access_key=config.secret_key,
+            server=config.endpoint,
+            signature=config.signature,
+            region=config.region,
+            path_style=config.path_style,
+            ssl_verify=ssl_verify,
+            max_retry_count=0,
+            timeout=config.socket_timeout,
+            is_signature_negotiation=config.signature == "obs",
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _ext(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.config.signature == "v4":
+            # The SDK signs v4 with an RFC 1123 Date only; RGW and others want x-amz-date.
+            headers["x-amz-date"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        if extra:
+            headers.update(extra)
+        return headers
+
+    def _call(self, what: str, key: str | None, fn: Callable[[], Any], *, ok404: bool = False) -> Any:
+        """One attempt: run the SDK call and raise our error type for anything but success."""
+        try:
+            resp = fn()
+        except StoreError:
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            raise _transport_error(exc, what, key) from None
+        except Exception as exc:  # the SDK raises bare Exception for bad arguments
+            raise InvalidRequest(f"{what}: {exc}", key=key) from None
+        if resp.status < 300 or (ok404 and resp.status == 404):
+            return resp
+        raise classify(resp.status, resp.errorCode, what, key)
+
+    # -- objects ---------------------------------------------------------------------------
+    def head(self, key: str) -> ObjectInfo:
+        _check_key(key)
+        resp = self._call(f"HEAD {key}", key,
+                          lambda: self.client.getObjectMetadata(self.bucket, key, extensionHeaders=self._ext()))
+        body = resp.body
+        headers = {name.lower(): value for name, value in (resp.header or [])}
+        return ObjectInfo(
+            key=key,
+            size=int(body.contentLength or 0),
+            etag=bare_etag(body.etag),
+            last_modified=_parse_http_date(body.lastModified),
+            content_type=body.contentType,
+            metadata=headers,
+        )
+
+    def _open_stream(self, key: str, byte_range: str | None, etag: str | None) -> Any:
+        hdr = GetObjectHeader(range=byte_range, if_match=etag or None)
+        return self._call(f"GET {key}", key, lambda: self.client.getObject(
+            self.bucket, key, loadStreamInMemory=False, headers=hdr, extensionHeaders=self._ext()))
+
+    def _drain(self, resp: Any, key: str, sink: Callable[[memoryview], None]) -> int:
+        stream = resp.body.response
+        buf = bytearray(_STREAM_CHUNK)
+        view = memoryview(buf)
+        total = 0
+        try:
+            while True:
+                n = stream.readinto(view)
+                if not n:
+                    break
+                sink(view[:n])
+                total += n
+        except (OSError, http.client.HTTPException) as exc:
+            raise _transport_error(exc, f"GET {key}", key) from None
+        finally:
+            stream.close()
+        return total
+
+    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytes:
+        _check_key(key)
+        if length <= 0:
+            return b""
+        try:
+            resp = self._open_stream(key, f"{start}-{start + length - 1}", etag)
+        except InvalidRequest as exc:
+            if exc.status == 416:  # range starts past the end
+                return b""
+            raise
+        out = bytearray()
+        got = self._drain(resp, key, out.extend)
+        expected = int(dict((k.lower(), v) for k, v in resp.header or []).get("content-length", got))
+        if got < expected:
+            raise TemporaryFailure(f"GET {key}: connection closed after {got} of {expected} bytes", key=key)
+        return bytes(out)
+
+    def get_to_file(self, key: str, fd: int, *, etag: str | None = None) -> int:
+        _check_key(key)
+        resp = self._open_stream(key, None, etag)
+        os.ftruncate(fd, 0)
+        offset = 0
+
+        def sink(chunk: memoryview) -> None:
+            nonlocal offset
+            offset += os.pwrite(fd, chunk, offset)
+
+        got = self._drain(resp, key, sink)
+        expected = int(resp.body.contentLength or got) if hasattr(resp.body, "contentLength") else got
+        if got < expected:
+            raise TemporaryFailure(f"GET {key}: connection closed after {got} of {expected} bytes", key=key)
+        return got
+
+    def put_file(self, key: str, path: str, *, metadata: Mapping[str, str], content_type: str,
+                 if_match: str | None = None, if_none_match: bool = False) -> str:
+        _check_key(key)
+        cond: dict[str, str] = {}
+        if if_match:
+            cond["If-Match"] = bare_etag(if_match)
+        if if_none_match:
+            cond["If-None-Match"] = "*"
+        resp = self._call(f"PUT {key}", key, lambda: self.client.putFile(
+            self.bucket, key, path, metadata=dict(metadata), headers=PutObjectHeader(contentType=content_type),
+            extensionHeaders=self._ext(cond)))
+        return bare_etag(getattr(resp.body, "etag", None))
+
+    def put_bytes(self, key: str, data: bytes, *, metadata: Mapping[str, str], content_type: str) -> str:
+        _check_key(key)
+        # A file-like body with a length streams; putContent(bytes) would format the payload into a
+        # debug string first.
+        resp = self._call(f"PUT {key}", key, lambda: self.client.putContent(
+            self.bucket, key, io.BytesIO(data), metadata=dict(metadata),
+            headers=PutObjectHeader(contentType=content_type, contentLength=len(data)),
+            extensionHeaders=self._ext()))
+        return bare_etag(getattr(resp.body, "etag", None))
+
+    def initiate_multipart(self, key: str, *, metadata: Mapping[str, str], content_type: str) -> str:
+        _check_key(key)
+        resp = self._call(f"initiate multipart {key}", key, lambda: self.client.initiateMultipartUpload(
+            self.bucket, key, metadata=dict(metadata), contentType=content_type, extensionHeaders=self._ext()))
+        return str(resp.body.uploadId)
+
+    def upload_part(self, key: str, upload_id: str, part_no: int, path: str, offset: int, size: int) -> str:
+        resp = self._call(f"upload part {part_no} of {key}", key, lambda: self.client.uploadPart(
+            self.bucket, key, part_no, upload_id, path, isFile=True, offset=offset, partSize=size,
+            extensionHeaders=self._ext()))
+        return bare_etag(resp.body.etag)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]]) -> None:
+        request = CompleteMultipartUploadRequest(
+            parts=[CompletePart(partNum=n, etag=etag) for n, etag in sorted(parts)])
+        self._call(f"complete multipart {key}", key, lambda: self.client.completeMultipartUpload(
+            self.bucket, key, upload_id, request, extensionHeaders=self._ext()))
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        self._call(f"abort multipart {key}", key, lambda: self.client.abortMultipartUpload(
+            self.bucket, key, upload_id, extensionHeaders=self._ext()), ok404=True)
+
+    def copy(self, src_key: str, dst_key: str, *, metadata: Mapping[str, str], content_type: str,
+             size: int | None = None) -> None:
+        _check_key(src_key)
+        _check_key(dst_key)
+        if size is None:
+            size = self.head(src_key).size
+        if size > _MAX_SINGLE_COPY:
+            self._copy_in_parts(src_key, dst_key, size, metadata, content_type)
+            return
+        header = CopyObjectHeader(directive="REPLACE", contentType=content_type)
+        self._call(f"COPY {src_key} -> {dst_key}", dst_key, lambda: self.client.copyObject(
+            self.bucket, src_key, self.bucket, dst_key, metadata=dict(metadata), headers=header,
+            extensionHeaders=self._ext()))
+
+    def _copy_in_parts(self, src_key: str, dst_key: str, size: int, metadata: Mapping[str, str],
+                       content_type: str) -> None:
+        upload_id = self.initiate_multipart(dst_key, metadata=metadata, content_type=content_type)
+        try:
+            parts = []
+            for n, start in enumerate(range(0, size, _COPY_PART), start=1):
+                end = min(size, start + _COPY_PART) - 1
+                request = functools.partial(self.client.copyPart, self.bucket, dst_key, n, upload_id,
+                                            f"{self.bucket}/{src_key}", f"{start}-{end}",
+                                            extensionHeaders=self._ext())
+                resp = self._call(f"copy part {n} of {src_key}", dst_key, request)
+                parts.append((n, bare_etag(resp.body.etag)))
+            self.complete_multipart(dst_key, upload_id, parts)
+        except BaseException:
+            self.abort_multipart(dst_key, upload_id)
+            raise
+
+    def delete(self, key: str) -> None:
+        _check_key(key)
+        self._call(f"DELETE {key}", key, lambda: self.client.deleteObject(
+            self.bucket, key, extensionHeaders=self._ext()), ok404=True)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        batch: list[str] = []
+        for key in keys:
+            _check_key(key)
+            batch.append(key)
+            if len(batch) == 1000:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        request = DeleteObjectsRequest(quiet=False, objects=[Object(key=k) for k in keys])
+        resp = self._call(f"DELETE {len(keys)} keys", None, lambda: self.client.deleteObjects(
+            self.bucket, request, extensionHeaders=self._ext()))
+        for err in getattr(resp.body, "error", None) or []:
+            if err.code not in ("NoSuchKey",):
+                raise classify(403 if err.code == "AccessDenied" else 500, err.code,
+                               f"DELETE {err.key}", err.key)
+
+    def list(self, prefix: str = "", delimiter: str | None = "/", marker: str | None = None,
+             max_keys: int = 1000) -> ListPage:
+        resp = self._call(f"LIST {prefix or '/'}", prefix, lambda: self.client.listObjects(
+            self.bucket, prefix=prefix or None, marker=marker, max_keys=max_keys, delimiter=delimiter,
+            extensionHeaders=self._ext()))
+        body = resp.body
+        objects = [ObjectInfo(key=c.key, size=int(c.size or 0), etag=bare_etag(c.etag),
+                              last_modified=_parse_listing_date(c.lastModified))
+                   for c in body.contents or []]
+        prefixes = [p.prefix for p in body.commonPrefixs or []]
+        next_marker = None
+        if body.is_truncated:
+            # RGW gives the last key, moto an opaque token; both take their own value back.
+            next_marker = body.next_marker or (objects[-1].key if objects else None) or (
+                prefixes[-1] if prefixes else None)
+        return ListPage(objects=objects, prefixes=prefixes, next_marker=next_marker)
+
+    # -- bucket ----------------------------------------------------------------------------
+    def bucket_exists(self) -> bool:
+        resp = self._call(f"HEAD bucket {self.bucket}", None, lambda: self.client.headBucket(
+            self.bucket, extensionHeaders=self._ext()), ok404=True)
+        return bool(resp.status < 300)
+
+    def create_bucket(self) -> None:
+        try:
+            self._call(f"create bucket {self.bucket}", None, lambda: self.client.createBucket(
+                self.bucket, extensionHeaders=self._ext()))
+        except Conflict as exc:
+            if exc.code != "BucketAlreadyOwnedByYou":
+                raise Conflict(f"bucket {self.bucket} already exists and belongs to someone else",
+                               status=exc.status, code=exc.code) from None
+
+    def delete_bucket(self) -> None:
+        try:
+            self._call(f"delete bucket {self.bucket}", None, lambda: self.client.deleteBucket(
+                self.bucket, extensionHeaders=self._ext()))
+        except BucketNotFound:
+            return
+        except NotFound:
+            return
+
+    def check_access(self, prefix: str = "") -> None:
+        try:
+            self._call(f"LIST bucket {self.bucket}", None, lambda: self.client.listObjects(
+                self.bucket, prefix=prefix or None, max_keys=1, extensionHeaders=self._ext()))
+        except NotFound as exc:
+            raise BucketNotFound(f"bucket {self.bucket!r} does not exist at {self.config.endpoint}",
+                                 status=exc.status, code=exc.code) from None

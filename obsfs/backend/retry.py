@@ -1,0 +1,79 @@
+"""The one retry policy: jittered exponential backoff for temporary failures, up to a deadline.
+
+Only ``TemporaryFailure`` is retried. The classifier that decides what is temporary lives in
+``obs.py`` next to the SDK it interprets; here we only schedule the attempts. Two small drivers
+share the policy: a blocking one (CSI controller threads) and a trio one (the filesystem), so a
+retry sleep in the filesystem is a cancellable ``trio.sleep``, never a blocked thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+
+from obsfs.errors import TemporaryFailure
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff schedule: ``base * 2**n`` capped at ``cap``, each delay scaled by a random 0.5-1.0."""
+
+    base: float = 0.1
+    cap: float = 5.0
+
+    def delays(self) -> Iterator[float]:
+        n = 0
+        while True:
+            yield min(self.cap, self.base * (2**n)) * random.uniform(0.5, 1.0)
+            n += 1
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def _give_up(exc: TemporaryFailure, what: str, attempts: int, deadline: float) -> TemporaryFailure:
+    exc.args = (f"{exc.args[0] if exc.args else what} (gave up after {attempts} attempts "
+                f"in {deadline:.0f} s)",)
+    return exc
+
+
+def call_with_retry(fn: Callable[[], T], what: str, deadline: float,
+                    policy: RetryPolicy = DEFAULT_POLICY) -> T:
+    """Run blocking ``fn`` until it succeeds, fails for good, or ``deadline`` seconds have passed."""
+    end = time.monotonic() + deadline
+    for attempts, delay in enumerate(policy.delays(), start=1):
+        try:
+            return fn()
+        except TemporaryFailure as exc:
+            if time.monotonic() + delay >= end:
+                raise _give_up(exc, what, attempts, deadline) from None
+            log.info("retrying %s in %.2f s: %s", what, delay, exc)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def acall_with_retry(fn: Callable[[], Awaitable[T]], what: str, deadline: float,
+                           policy: RetryPolicy = DEFAULT_POLICY) -> T:
+    """Trio version of ``call_with_retry``; the deadline is also enforced on each attempt."""
+    end = trio.current_time() + deadline
+    for attempts, delay in enumerate(policy.delays(), start=1):
+        try:
+            with trio.fail_after(max(0.0, end - trio.current_time())):
+                return await fn()
+        except trio.TooSlowError:
+            raise _give_up(TemporaryFailure(f"{what}: no answer"), what, attempts, deadline) from None
+        except TemporaryFailure as exc:
+            if trio.current_time() + delay >= end:
+                raise _give_up(exc, what, attempts, deadline) from None
+            log.info("retrying %s in %.2f s: %s", what, delay, exc)
+            await trio.sleep(delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,220 @@
+"""``obsfs mount`` and ``obsfs umount``: the boundary where errors become an exit code and one line.
+
+Without ``-f`` the command starts the daemon in its own session and returns 0 only once the
+daemon has proved the mount answers; any failure before that is printed as one line, with the
+exit code below. Credentials reach the daemon through an inherited pipe, never argv or env.
+
+Exit codes: 0 ok; 1 other failure; 2 bad usage, options, credentials file or mount point;
+3 credentials refused or access denied; 4 bucket does not exist; 5 endpoint unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import logging
+import logging.handlers
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import trio
+
+from obsfs import __version__, credentials
+from obsfs.credentials import SECRET_ENV_NAMES, Credentials
+from obsfs.errors import (
+    AccessDenied,
+    BadCredentials,
+    BucketNotFound,
+    ConfigError,
+    ObsfsError,
+    TemporaryFailure,
+)
+from obsfs.mount import MountSpec, check_mountpoint, remove_state, serve, state_file, write_state
+from obsfs.options import parse_options, parse_source
+
+log = logging.getLogger("obsfs")
+
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (ConfigError, 2), (BadCredentials, 3), (AccessDenied, 3), (BucketNotFound, 4), (TemporaryFailure, 5),
+]
+
+
+def exit_code_for(exc: BaseException) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="obsfs", description="Mount an OBS/S3 bucket as a filesystem.")
+    parser.add_argument("--version", action="version", version=f"obsfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mount = sub.add_parser("mount", help="mount BUCKET[:/PREFIX] at MOUNTPOINT")
+    mount.add_argument("source", metavar="BUCKET[:/PREFIX]")
+    mount.add_argument("mountpoint")
+    mount.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                       help="mount options (s3fs names: url, passwd_file, use_path_request_style, ...)")
+    mount.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    mount.add_argument("--credentials-fd", type=int, metavar="FD",
+                       help="read AK:SK from this inherited file descriptor")
+    mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    umount = sub.add_parser("umount", help="flush, unmount and wait for the daemon to exit")
+    umount.add_argument("mountpoint")
+    umount.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the flush")
+    return parser
+
+
+def setup_logging(level: str, logfile: str | None, foreground: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(level)
+    handler: logging.Handler
+    if logfile:
+        handler = logging.FileHandler(logfile)
+    elif foreground:
+        handler = logging.StreamHandler(sys.stderr)
+    elif os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s obsfs[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "umount":
+            return umount(args.mountpoint, args.timeout)
+        return mount(args)
+    except ObsfsError as exc:
+        print(f"obsfs: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130
+
+
+def mount(args: argparse.Namespace) -> int:
+    opts = parse_options(args.options)
+    bucket, prefix = parse_source(args.source)
+    if args.credentials_fd is not None:
+        creds = credentials.read_fd(args.credentials_fd, bucket)
+    else:
+        creds = credentials.resolve(opts.passwd_file, bucket, os.environ)
+    mountpoint = check_mountpoint(args.mountpoint, opts.nonempty)
+    spec = MountSpec(bucket=bucket, prefix=prefix, mountpoint=mountpoint, options=opts)
+    if not args.foreground:
+        return start_daemon(args, creds)
+    return run_foreground(spec, creds, args.ready_fd)
+
+
+def run_foreground(spec: MountSpec, creds: Credentials, ready_fd: int | None) -> int:
+    setup_logging(spec.options.dbglevel, spec.options.logfile, foreground=ready_fd is None)
+
+    announced = False
+
+    def ready() -> None:
+        nonlocal announced
+        write_state(spec.mountpoint, "pid", str(os.getpid()))
+        if ready_fd is not None:
+            os.write(ready_fd, b"OK\n")
+            os.close(ready_fd)
+        announced = True
+
+    code = 1
+    try:
+        code = trio.run(serve, spec, creds, ready)
+        return code
+    except ObsfsError as exc:
+        code = exit_code_for(exc)
+        log.error("%s", exc)
+        if ready_fd is not None and not announced:
+            os.write(ready_fd, f"ERR {code} {exc}\n".encode())
+            return code
+        raise
+    finally:
+        remove_state(spec.mountpoint, "pid")
+        write_state(spec.mountpoint, "status", str(code))
+
+
+def start_daemon(args: argparse.Namespace, creds: Credentials) -> int:
+    """Run this command again in the foreground as a detached child; wait for its verdict."""
+    ready_r, ready_w = os.pipe()
+    cred_r, cred_w = os.pipe()
+    argv = [sys.executable, "-m", "obsfs", "mount", args.source, args.mountpoint, "-f",
+            "--ready-fd", str(ready_w), "--credentials-fd", str(cred_r)]
+    for option in args.options:
+        argv += ["-o", option]
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_NAMES}
+    with state_file(args.mountpoint, "status").open("w"):
+        pass  # a fresh status for this run
+    proc = subprocess.Popen(argv, pass_fds=(ready_w, cred_r), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    os.close(ready_w)
+    os.close(cred_r)
+    with os.fdopen(cred_w, "w") as stream:
+        stream.write(f"{creds.access_key}:{creds.secret_key}\n")
+    with os.fdopen(ready_r, "rb") as stream:
+        verdict = stream.readline().decode(errors="replace").strip()
+    if verdict == "OK":
+        return 0
+    code = proc.wait()
+    if verdict.startswith("ERR "):
+        _, code_text, message = verdict.split(" ", 2)
+        print(f"obsfs: {message}", file=sys.stderr)
+        return int(code_text)
+    print(f"obsfs: the daemon exited with code {code} before the mount was ready; "
+          "run again with -f to see its log", file=sys.stderr)
+    return code or 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def umount(mountpoint: str, timeout: float, sleep: Callable[[float], None] = time.sleep) -> int:
+    """SIGTERM the daemon (it flushes, unmounts, exits) and wait; without a daemon, just unmount."""
+    pid_path = state_file(mountpoint, "pid")
+    try:
+        pid = int(pid_path.read_text())
+    except (FileNotFoundError, ValueError):
+        pid = 0
+    if not pid or not _alive(pid):
+        result = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ConfigError(f"{mountpoint}: no obsfs daemon found, and fusermount3 -u failed: "
+                              f"{result.stderr.strip()}")
+        return 0
+    os.kill(pid, 15)
+    end = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > end:
+            print(f"obsfs: daemon {pid} still flushing after {timeout:.0f} s; it keeps running",
+                  file=sys.stderr)
+            return 1
+        sleep(0.05)
+    try:
+        status = int(state_file(mountpoint, "status").read_text() or "0")
+    except (FileNotFoundError, ValueError):
+        status = 0
+    if status != 0:
+        print(f"obsfs: the daemon exited with code {status}: some data was not uploaded; see its log",
+              file=sys.stderr)
+    return status

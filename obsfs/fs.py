@@ -1,0 +1,940 @@
+"""The FUSE request handlers: a bucket (or prefix) as a POSIX directory tree.
+
+Every handler runs in the one trio thread and owns all mutable state; code between two awaits
+is atomic. Each handler sits behind ``@boundary``, the single place where our exceptions become
+errno values, so no exception can kill the mount.
+
+Objects map 1:1 to keys in s3fs's format (see ``meta.py`` and ``layout.py``). What the kernel
+sees comes from ``Entry`` values, cached per path; a listing fills that cache without a HEAD per
+entry, and entries whose mode is still a default are handed to the kernel with zero timeouts
+(and refreshed by a background HEAD), so a guessed mode is never cached as if it were stored.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import mimetypes
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar, cast
+
+import pyfuse3
+import trio
+from cachetools import TTLCache
+
+from obsfs.backend.aio import AsyncStore
+from obsfs.backend.base import ObjectInfo
+from obsfs.errors import (
+    AccessDenied,
+    BadCredentials,
+    NotFound,
+    ObsfsError,
+    StoreError,
+)
+from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
+from obsfs.layout import InvalidName, Layout, decode_name, is_under, join, name_of, parent_of
+from obsfs.meta import (
+    DIR_CONTENT_TYPE,
+    Attrs,
+    Defaults,
+    attrs_from_object,
+    implicit_dir_attrs,
+    shown,
+    to_metadata,
+)
+from obsfs.staging import StagedFile, StagingArea
+from obsfs.upload import upload_file
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+NEGATIVE = object()  # stat-cache value for "no such path"
+MIN_READAHEAD = 1 << 20
+MAX_READAHEAD = 16 << 20
+BLOCK = 4096
+
+
+class ReadOnly(ObsfsError):
+    """A write on a read-only mount."""
+
+
+class FsError(ObsfsError):
+    """A POSIX condition found by the filesystem logic itself (ENOTEMPTY, EISDIR, ...)."""
+
+    def __init__(self, err: int, message: str = "") -> None:
+        super().__init__(message or os.strerror(err))
+        self.errno = err
+
+
+def errno_for(exc: ObsfsError) -> int:
+    """The one mapping from our exception types to errno."""
+    if isinstance(exc, FsError):
+        return exc.errno
+    if isinstance(exc, NotFound):
+        return errno.ENOENT
+    if isinstance(exc, AccessDenied | BadCredentials):
+        return errno.EACCES
+    if isinstance(exc, ReadOnly):
+        return errno.EROFS
+    if isinstance(exc, InvalidName):
+        return errno.ENAMETOOLONG if exc.too_long else errno.EINVAL
+    return errno.EIO
+
+
+def boundary(fn: F) -> F:
+    """Translate every exception of a handler into a FUSEError, logging unexpected ones once."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Filesystem, *args: Any) -> Any:
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except ObsfsError as exc:
+            err = errno_for(exc)
+            level = logging.DEBUG if err in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY) else logging.WARNING
+            log.log(level, "%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(err) from None
+        except Exception:
+            log.exception("%s: unexpected error, answering EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return cast(F, wrapper)
+
+
+@dataclass(frozen=True)
+class FsConfig:
+    """The subset of mount options the handlers use."""
+
+    defaults: Defaults
+    root_mode: int = stat.S_IFDIR | 0o755
+    read_only: bool = False
+    stat_ttl: float = 60.0
+    stat_cache_size: int = 100_000
+    entry_timeout: float = 60.0
+    attr_timeout: float = 60.0
+    negative_timeout: float = 5.0
+    part_size: int = 16 << 20
+    parallel: int = 8
+
+
+@dataclass(eq=False)
+class FileHandle:
+    node: Node
+    writable: bool
+    buf_start: int = 0
+    buf: bytes = b""
+    next_offset: int = 0
+    window: int = MIN_READAHEAD
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+@dataclass(eq=False)
+class DirHandle:
+    node: Node
+    entries: list[tuple[str, Entry]] | None = None
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def content_type_for(path: str) -> str:
+    return mimetypes.guess_type(name_of(path))[0] or "application/octet-stream"
+
+
+class Filesystem(pyfuse3.Operations):
+    """pyfuse3 handlers over one bucket or prefix."""
+
+    def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, config: FsConfig) -> None:
+        super().__init__()
+        self.store = store
+        self.layout = layout
+        self.staging = staging
+        self.config = config
+        self.started_ns = _now_ns()
+        self.inodes = InodeTable(self._root_entry())
+        self.stat_cache: TTLCache[str, Any] = TTLCache(config.stat_cache_size, config.stat_ttl,
+                                                       timer=time.monotonic)
+        # Complete listings: directory path -> names in it. A name missing here is ENOENT
+        # without asking the store, which makes creating many files one request each.
+        self.dir_cache: TTLCache[str, set[str]] = TTLCache(4096, config.stat_ttl, timer=time.monotonic)
+        self.local_only: dict[str, Node] = {}
+        self._handles: dict[int, FileHandle | DirHandle] = {}
+        self._next_fh = 1
+        self._inflight: dict[str, trio.Event] = {}
+        self._stale: set[str] = set()
+        self.nursery: trio.Nursery | None = None  # set by mount.py; background prefetches run here
+
+    # ------------------------------------------------------------------ entries and caches
+    def _root_entry(self) -> Entry:
+        d = self.config.defaults
+        return Entry(Attrs(mode=self.config.root_mode, uid=d.uid, gid=d.gid, size=0,
+                           mtime_ns=self.started_ns, ctime_ns=self.started_ns), has_marker=True)
+
+    def _object_entry(self, info: ObjectInfo, *, is_dir: bool) -> Entry:
+        attrs = attrs_from_object(info, is_dir=is_dir, defaults=self.config.defaults)
+        return Entry(attrs=attrs, etag=info.etag or None, content_type=info.content_type,
+                     exact=info.metadata is not None, has_marker=is_dir)
+
+    def _remember(self, path: str, entry: Entry | None) -> None:
+        """Record what a path is now, in the cache and in its node (unless the node has local truth)."""
+        if path in self._inflight:
+            self._stale.add(path)  # a HEAD that started before this change must not overwrite it
+        self.stat_cache[path] = NEGATIVE if entry is None else entry
+        node = self.inodes.by_path(path)
+        if node is not None and entry is not None:
+            node.entry = entry
+        parent = self.dir_cache.get(parent_of(path)) if path else None
+        if parent is not None:
+            if entry is None:
+                parent.discard(name_of(path))
+            else:
+                parent.add(name_of(path))
+
+    def _forget_subtree(self, path: str) -> None:
+        for cached in [p for p in self.stat_cache if is_under(p, path)]:
+            self.stat_cache.pop(cached, None)
+        for cached in [p for p in self.dir_cache if is_under(p, path)]:
+            self.dir_cache.pop(cached, None)
+
+    def _has_local_truth(self, node: Node | None) -> bool:
+        return node is not None and (node.local_only or node.staged is not None)
+
+    async def _fetch(self, path: str) -> Entry | None:
+        """Ask the store what ``path`` is: a file, a directory (marker or implicit), or nothing."""
+        if not path:
+            return self._root_entry()
+        key = self.layout.file_key(path)
+        try:
+            info = await self.store.head(key)
+            return self._object_entry(info, is_dir=False)
+        except NotFound:
+            pass
+        page = await self.store.list(prefix=key + "/", delimiter=None, max_keys=1)
+        if not page.objects and not page.prefixes:
+            return None
+        if page.objects and page.objects[0].key == key + "/":
+            try:
+                return self._object_entry(await self.store.head(key + "/"), is_dir=True)
+            except NotFound:
+                pass
+        return Entry(implicit_dir_attrs(self.config.defaults, self.started_ns))
+
+    async def _stat(self, path: str, *, need_exact: bool = True) -> Entry | None:
+        """The current entry for ``path``: local truth, then the cache, then one fetch at a time."""
+        node = self.inodes.by_path(path)
+        if node is not None and (self._has_local_truth(node) or not path):
+            return node.entry
+        cached = self.stat_cache.get(path)
+        if cached is NEGATIVE:
+            return None
+        if cached is not None and (cached.exact or not need_exact):
+            return cast(Entry, cached)
+        if cached is None:
+            parent_names = self.dir_cache.get(parent_of(path))
+            if parent_names is not None and name_of(path) not in parent_names:
+                return None
+        while (event := self._inflight.get(path)) is not None:
+            await event.wait()
+            cached = self.stat_cache.get(path)
+            if cached is NEGATIVE:
+                return None
+            if cached is not None and cached.exact:
+                return cast(Entry, cached)
+        event = trio.Event()
+        self._inflight[path] = event
+        try:
+            entry = await self._fetch(path)
+            if path in self._stale:
+                # Changed locally while we asked; the local change wins.
+                cached = self.stat_cache.get(path)
+                return None if cached is NEGATIVE or cached is None else cast(Entry, cached)
+            self._remember(path, entry)
+            return entry
+        finally:
+            self._stale.discard(path)
+            del self._inflight[path]
+            event.set()
+
+    async def _require(self, path: str) -> Entry:
+        entry = await self._stat(path)
+        if entry is None:
+            raise FsError(errno.ENOENT, f"{path}: no such file or directory")
+        return entry
+
+    def _node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node is None:
+            raise FsError(errno.ENOENT, f"unknown inode {ino}")
+        return node
+
+    def _path(self, node: Node) -> str:
+        if node.path is None:
+            raise FsError(errno.ENOENT, f"inode {node.ino} was deleted")
+        return node.path
+
+    def _child(self, parent_ino: int, name: bytes) -> str:
+        parent = self._node(parent_ino)
+        return join(self._path(parent), decode_name(name))
+
+    def _writable(self) -> None:
+        if self.config.read_only:
+            raise ReadOnly("read-only mount")
+
+    def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
+        entry = node.entry
+        attrs = shown(entry.attrs, self.config.defaults, is_root=node.ino == ROOT_INO)
+        out = pyfuse3.EntryAttributes()
+        out.st_ino = node.ino
+        out.generation = 0
+        if entry.exact:
+            out.entry_timeout = self.config.entry_timeout
+            out.attr_timeout = self.config.attr_timeout
+        else:
+            out.entry_timeout = 0
+            out.attr_timeout = 0
+        out.st_mode = attrs.mode
+        out.st_nlink = 2 if attrs.is_dir else 1
+        out.st_uid = attrs.uid
+        out.st_gid = attrs.gid
+        out.st_rdev = 0
+        size = attrs.size
+        if node.staged is not None:
+            size = node.staged.size()
+        elif attrs.is_link and entry.link_target is not None:
+            size = len(entry.link_target)
+        elif attrs.is_dir:
+            size = BLOCK
+        out.st_size = size
+        out.st_blksize = BLOCK
+        out.st_blocks = (size + 511) // 512
+        out.st_atime_ns = attrs.mtime_ns
+        out.st_mtime_ns = attrs.mtime_ns
+        out.st_ctime_ns = attrs.ctime_ns
+        return out
+
+    def _hand_out(self, path: str, entry: Entry) -> pyfuse3.EntryAttributes:
+        """Reply with an inode for ``path``: the kernel now holds one more reference."""
+        node = self.inodes.by_path(path)
+        if node is None or not self._has_local_truth(node):
+            node = self.inodes.add(path, entry)
+        node.lookups += 1
+        return self._attributes(node)
+
+    # ------------------------------------------------------------------ lookups and attributes
+    @boundary
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if name == b".":
+            node = self._node(parent_inode)
+            node.lookups += 1
+            return self._attributes(node)
+        if name == b"..":
+            parent_path = self._path(self._node(parent_inode))
+            path = parent_of(parent_path)
+            return self._hand_out(path, await self._require(path))
+        try:
+            path = self._child(parent_inode, name)
+        except InvalidName as exc:
+            if exc.too_long:
+                raise
+            raise FsError(errno.ENOENT) from None
+        entry = await self._stat(path)
+        if entry is None:
+            negative = pyfuse3.EntryAttributes()
+            negative.st_ino = 0
+            negative.entry_timeout = self.config.negative_timeout
+            return negative
+        return self._hand_out(path, entry)
+
+    @boundary
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            self.inodes.forget(ino, count)
+
+    @boundary
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        if node.path is not None and not self._has_local_truth(node) and inode != ROOT_INO:
+            cached = self.stat_cache.get(node.path)
+            if cached is None or cached is NEGATIVE or not cached.exact:
+                entry = await self._stat(node.path)
+                if entry is None:
+                    raise FsError(errno.ENOENT, f"{node.path} was removed from the bucket")
+                if entry.attrs.kind == node.entry.attrs.kind:
+                    node.entry = entry
+        return self._attributes(node)
+
+    @boundary
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._writable()
+        node = self._node(inode)
+        async with node.lock:
+            path = self._path(node)
+            entry = await self._require(path) if path else node.entry
+            attrs = entry.attrs
+            now = _now_ns()
+            changes: dict[str, int] = {"ctime_ns": now}
+            if fields.update_mode:
+                changes["mode"] = stat.S_IFMT(attrs.mode) | stat.S_IMODE(attr.st_mode)
+            if fields.update_uid:
+                changes["uid"] = attr.st_uid
+            if fields.update_gid:
+                changes["gid"] = attr.st_gid
+            if fields.update_mtime:
+                changes["mtime_ns"] = attr.st_mtime_ns
+            if fields.update_size:
+                if attrs.is_dir:
+                    raise FsError(errno.EISDIR)
+                staged = await self._stage(node, truncate=attr.st_size == 0)
+                staged.truncate(attr.st_size)
+                changes["size"] = attr.st_size
+                changes.setdefault("mtime_ns", now)
+            node.entry = replace(entry, attrs=attrs.with_changes(**changes))
+            if path:
+                self._remember(path, node.entry)
+            if node.staged is not None:
+                # Written with the data: at flush if the file is open, else now.
+                node.staged.dirty = True
+                if node.opens == 0:
+                    await self._upload(node)
+            elif path:
+                await self._store_attrs(node, path)
+            return self._attributes(node)
+
+    async def _store_attrs(self, node: Node, path: str) -> None:
+        """Persist new attributes of an object that has no pending data."""
+        entry = node.entry
+        metadata = to_metadata(entry.attrs)
+        if entry.attrs.is_dir:
+            etag = await self.store.put_bytes(self.layout.dir_key(path), b"", metadata=metadata,
+                                              content_type=DIR_CONTENT_TYPE)
+            node.entry = replace(entry, etag=etag or None, has_marker=True)
+        else:
+            await self.store.copy(self.layout.file_key(path), self.layout.file_key(path), metadata=metadata,
+                                  content_type=entry.content_type or content_type_for(path),
+                                  size=entry.attrs.size)
+        self._remember(path, node.entry)
+
+    @boundary
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._node(inode)
+        if node.entry.link_target is not None:
+            return node.entry.link_target
+        path = self._path(node)
+        entry = await self._require(path)
+        if not entry.attrs.is_link:
+            raise FsError(errno.EINVAL, f"{path} is not a symbolic link")
+        target = await self.store.get_range(self.layout.file_key(path), 0, max(entry.attrs.size, 1))
+        node.entry = replace(entry, link_target=target)
+        self._remember(path, node.entry)
+        return target
+
+    # ------------------------------------------------------------------ directories
+    @boundary
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self._node(inode)
+        if not node.entry.attrs.is_dir:
+            raise FsError(errno.ENOTDIR)
+        return self._add_handle(DirHandle(node))
+
+    async def _list(self, path: str) -> list[tuple[str, Entry]]:
+        """All children of ``path``: one LIST per 1000 keys, no HEAD; fills the caches."""
+        prefix = self.layout.dir_key(path)
+        found: dict[str, Entry] = {}
+        marker: str | None = None
+        while True:
+            page = await self.store.list(prefix=prefix, delimiter="/", marker=marker)
+            for info in page.objects:
+                name = info.key[len(prefix):]
+                if not name or name in (".", "..") or "/" in name:
+                    continue  # the directory's own marker, or a key we cannot show
+                child = join(path, name)
+                cached = self.stat_cache.get(child)
+                if isinstance(cached, Entry) and cached.exact and cached.etag == info.etag:
+                    found[name] = cached
+                else:
+                    found[name] = self._object_entry(info, is_dir=False)
+            for sub in page.prefixes:
+                name = sub[len(prefix):].rstrip("/")
+                if not name or name in (".", "..") or "/" in name or name in found:
+                    continue
+                cached = self.stat_cache.get(join(path, name))
+                if isinstance(cached, Entry) and cached.attrs.is_dir:
+                    found[name] = cached
+                else:
+                    found[name] = Entry(implicit_dir_attrs(self.config.defaults, self.started_ns), exact=False)
+            if page.next_marker is None:
+                break
+            marker = page.next_marker
+        for local_path, node in self.local_only.items():
+            if parent_of(local_path) == path and node.path == local_path:
+                found[name_of(local_path)] = node.entry
+        for name, entry in found.items():
+            child = join(path, name)
+            local = self.inodes.by_path(child)
+            if local is not None and self._has_local_truth(local):
+                found[name] = local.entry
+            elif entry.exact or not isinstance(self.stat_cache.get(child), Entry):
+                self.stat_cache[child] = entry
+        self.dir_cache[path] = set(found)
+        self._prefetch([join(path, n) for n, e in found.items() if not e.exact])
+        return sorted(found.items())
+
+    def _prefetch(self, paths: list[str]) -> None:
+        """HEAD entries whose mode is still a default, in the background and in parallel."""
+        if self.nursery is None or not paths:
+            return
+        self.nursery.start_soon(self._prefetch_all, paths)
+
+    async def _prefetch_all(self, paths: list[str]) -> None:
+        async with trio.open_nursery() as nursery:
+            for path in paths:
+                if path not in self._inflight:
+                    nursery.start_soon(self._prefetch_one, path)
+
+    async def _prefetch_one(self, path: str) -> None:
+        try:
+            await self._stat(path)
+        except (StoreError, InvalidName) as exc:
+            log.debug("prefetch of %s failed: %s", path, exc)
+
+    @boundary
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self._handles.get(fh)
+        if not isinstance(handle, DirHandle):
+            raise FsError(errno.EBADF)
+        if handle.entries is None or start_id == 0:
+            handle.entries = await self._list(self._path(handle.node))
+        path = self._path(handle.node)
+        # "." and ".." come first; the kernel takes no inode reference for them.
+        dots = [(b".", handle.node), (b"..", self.inodes.by_path(parent_of(path)) or handle.node)]
+        for index in range(start_id, len(dots)):
+            name_bytes, dot_node = dots[index]
+            if not pyfuse3.readdir_reply(token, name_bytes, self._attributes(dot_node), index + 1):
+                return
+        for index in range(max(0, start_id - len(dots)), len(handle.entries)):
+            name, entry = handle.entries[index]
+            child = join(path, name)
+            node = self.inodes.by_path(child)
+            if node is None or not self._has_local_truth(node):
+                node = self.inodes.add(child, entry)
+            if not pyfuse3.readdir_reply(token, name.encode(), self._attributes(node), index + len(dots) + 1):
+                break
+            node.lookups += 1
+
+    @boundary
+    async def releasedir(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    @boundary
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None  # directory changes are written through at once
+
+    @boundary
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._writable()
+        path = self._child(parent_inode, name)
+        await self._check_parent(path)
+        if await self._stat(path, need_exact=False) is not None:
+            raise FsError(errno.EEXIST)
+        now = _now_ns()
+        attrs = Attrs(mode=stat.S_IFDIR | stat.S_IMODE(mode), uid=ctx.uid, gid=ctx.gid, size=0,
+                      mtime_ns=now, ctime_ns=now)
+        etag = await self.store.put_bytes(self.layout.dir_key(path), b"", metadata=to_metadata(attrs),
+                                          content_type=DIR_CONTENT_TYPE)
+        entry = Entry(attrs, etag=etag or None, content_type=DIR_CONTENT_TYPE, has_marker=True)
+        self._remember(path, entry)
+        self.dir_cache[path] = set()
+        return self._hand_out(path, entry)
+
+    async def _check_parent(self, path: str) -> None:
+        parent = await self._stat(parent_of(path))
+        if parent is None:
+            raise FsError(errno.ENOENT)
+        if not parent.attrs.is_dir:
+            raise FsError(errno.ENOTDIR)
+
+    async def _is_empty_dir(self, path: str) -> bool:
+        if any(parent_of(p) == path for p, n in self.local_only.items() if n.path == p):
+            return False
+        prefix = self.layout.dir_key(path)
+        page = await self.store.list(prefix=prefix, delimiter="/", max_keys=2)
+        return not page.prefixes and all(o.key == prefix for o in page.objects)
+
+    @boundary
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable()
+        path = self._child(parent_inode, name)
+        entry = await self._require(path)
+        if not entry.attrs.is_dir:
+            raise FsError(errno.ENOTDIR)
+        if not await self._is_empty_dir(path):
+            raise FsError(errno.ENOTEMPTY, f"{path} is not empty")
+        await self.store.delete(self.layout.dir_key(path))
+        self._unlinked(path)
+
+    def _unlinked(self, path: str) -> None:
+        node = self.inodes.by_path(path)
+        if node is not None:
+            self.inodes.detach(node)
+        self.local_only.pop(path, None)
+        self._forget_subtree(path)
+        self._remember(path, None)
+
+    # ------------------------------------------------------------------ files
+    @boundary
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable()
+        path = self._child(parent_inode, name)
+        entry = await self._require(path)
+        if entry.attrs.is_dir:
+            raise FsError(errno.EISDIR)
+        node = self.inodes.by_path(path)
+        if node is None or not node.local_only:
+            await self.store.delete(self.layout.file_key(path))
+        self._unlinked(path)
+
+    @boundary
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._writable()
+        path = self._child(parent_inode, name)
+        await self._check_parent(path)
+        if await self._stat(path, need_exact=False) is not None:
+            raise FsError(errno.EEXIST)
+        now = _now_ns()
+        attrs = Attrs(mode=stat.S_IFLNK | 0o777, uid=ctx.uid, gid=ctx.gid, size=len(target),
+                      mtime_ns=now, ctime_ns=now)
+        content_type = "application/octet-stream"
+        etag = await self.store.put_bytes(self.layout.file_key(path), target, metadata=to_metadata(attrs),
+                                          content_type=content_type)
+        entry = Entry(attrs, etag=etag or None, content_type=content_type, link_target=target)
+        self._remember(path, entry)
+        return self._hand_out(path, entry)
+
+    @boundary
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise FsError(errno.EPERM, "hard links cannot be stored in an object store")
+
+    @boundary
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM, "only regular files, directories and symlinks can be stored")
+        info, attrs = await self.create(parent_inode, name, mode, os.O_WRONLY, ctx)
+        await self.release(info.fh)
+        return attrs
+
+    @boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._writable()
+        path = self._child(parent_inode, name)
+        await self._check_parent(path)
+        existing = await self._stat(path, need_exact=False)
+        if existing is not None:
+            raise FsError(errno.EEXIST)
+        now = _now_ns()
+        attrs = Attrs(mode=stat.S_IFREG | stat.S_IMODE(mode), uid=ctx.uid, gid=ctx.gid, size=0,
+                      mtime_ns=now, ctime_ns=now)
+        entry = Entry(attrs, content_type=content_type_for(path))
+        node = self.inodes.add(path, entry)
+        node.local_only = True
+        node.staged = self.staging.new()
+        node.staged.dirty = True
+        self.local_only[path] = node
+        self._remember(path, entry)
+        attributes = self._hand_out(path, entry)
+        node.opens += 1
+        fh = self._add_handle(FileHandle(node, writable=True))
+        return pyfuse3.FileInfo(fh=fh), attributes
+
+    def _add_handle(self, handle: FileHandle | DirHandle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        return fh
+
+    def _file_handle(self, fh: int) -> FileHandle:
+        handle = self._handles.get(fh)
+        if not isinstance(handle, FileHandle):
+            raise FsError(errno.EBADF)
+        return handle
+
+    @boundary
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node.entry.attrs.is_dir:
+            raise FsError(errno.EISDIR)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        truncate = bool(flags & os.O_TRUNC)
+        if writable or truncate:
+            self._writable()
+            async with node.lock:
+                staged = await self._stage(node, truncate=truncate)
+                if truncate and staged.size():
+                    staged.truncate(0)
+                if truncate:
+                    now = _now_ns()
+                    node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(
+                        size=0, mtime_ns=now, ctime_ns=now))
+        node.opens += 1
+        return pyfuse3.FileInfo(fh=self._add_handle(FileHandle(node, writable=writable)))
+
+    async def _stage(self, node: Node, *, truncate: bool) -> StagedFile:
+        """A local copy of the file's contents (downloaded unless it is about to be truncated)."""
+        if node.staged is not None:
+            return node.staged
+        staged = self.staging.new()
+        try:
+            entry = node.entry
+            if not truncate and entry.etag is not None and entry.attrs.size > 0:
+                await self.store.get_to_file(self.layout.file_key(self._path(node)), staged.fd,
+                                             etag=entry.etag)
+            staged.base_etag = entry.etag
+            staged.dirty = truncate
+        except BaseException:
+            staged.remove()
+            raise
+        node.staged = staged
+        return staged
+
+    @boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._file_handle(fh)
+        node = handle.node
+        if node.staged is not None:
+            return node.staged.read(off, size)
+        async with handle.lock:
+            return await self._read_remote(handle, off, size)
+
+    async def _read_remote(self, handle: FileHandle, off: int, size: int) -> bytes:
+        """Ranged GETs with a per-handle readahead window that doubles while reads are sequential."""
+        entry = handle.node.entry
+        total = entry.attrs.size
+        if off >= total:
+            return b""
+        size = min(size, total - off)
+        end = handle.buf_start + len(handle.buf)
+        if handle.buf_start <= off and off + size <= end:
+            start = off - handle.buf_start
+            handle.next_offset = off + size
+            return handle.buf[start:start + size]
+        if off == handle.next_offset:
+            handle.window = min(handle.window * 2, MAX_READAHEAD)
+        else:
+            handle.window = MIN_READAHEAD
+        length = min(max(size, handle.window), total - off)
+        path = self._path(handle.node)
+        data = await self.store.get_range(self.layout.file_key(path), off, length, etag=entry.etag)
+        handle.buf_start, handle.buf = off, data
+        handle.next_offset = off + size
+        return data[:size]
+
+    @boundary
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._file_handle(fh)
+        if not handle.writable:
+            raise FsError(errno.EBADF)
+        node = handle.node
+        if node.staged is None:  # e.g. opened before a failed upload dropped the copy
+            async with node.lock:
+                await self._stage(node, truncate=False)
+        assert node.staged is not None
+        written = node.staged.write(off, buf)
+        now = _now_ns()
+        node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(
+            size=node.staged.size(), mtime_ns=now, ctime_ns=now))
+        return written
+
+    @boundary
+    async def flush(self, fh: int) -> None:
+        handle = self._file_handle(fh)
+        if handle.writable:
+            async with handle.node.lock:
+                await self._upload(handle.node)
+
+    @boundary
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        handle = self._file_handle(fh)
+        async with handle.node.lock:
+            await self._upload(handle.node)
+
+    async def _upload(self, node: Node) -> None:
+        """Send a dirty staged file to the store; on failure it stays dirty for the next try."""
+        staged = node.staged
+        if staged is None or not staged.dirty or node.path is None:
+            return
+        path = node.path
+        size = staged.size()
+        entry = node.entry
+        attrs = entry.attrs.with_changes(size=size)
+        content_type = entry.content_type or content_type_for(path)
+        staged.dirty = False  # writes that arrive during the upload set it again
+        try:
+            etag = await upload_file(self.store, self.layout.file_key(path), staged.path, size,
+                                     metadata=to_metadata(attrs), content_type=content_type,
+                                     part_size=self.config.part_size, parallel=self.config.parallel)
+        except BaseException:
+            staged.dirty = True
+            raise
+        if node.path != path:
+            return  # renamed while uploading: the rename re-uploads under the new name
+        staged.base_etag = etag
+        node.local_only = False
+        self.local_only.pop(path, None)
+        node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(size=size), etag=etag,
+                             content_type=content_type, exact=True)
+        self._remember(path, node.entry)
+
+    @boundary
+    async def release(self, fh: int) -> None:
+        handle = self._file_handle(fh)
+        del self._handles[fh]
+        node = handle.node
+        try:
+            if node.opens == 1 and node.staged is not None:
+                async with node.lock:
+                    await self._upload(node)
+                    if node.opens == 1 and node.staged is not None and not node.staged.dirty:
+                        node.staged.remove()
+                        node.staged = None
+        finally:
+            if node.staged is not None and node.staged.dirty and node.opens == 1:
+                log.error("%s: upload failed; the data stays in %s", node.path, node.staged.path)
+            self.inodes.release(node)
+
+    # ------------------------------------------------------------------ rename
+    @boundary
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        self._writable()
+        if flags & getattr(pyfuse3, "RENAME_EXCHANGE", 2):
+            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        old = self._child(parent_inode_old, name_old)
+        new = self._child(parent_inode_new, name_new)
+        if old == new:
+            return
+        if is_under(new, old):
+            raise FsError(errno.EINVAL, "cannot move a directory into itself")
+        source = await self._require(old)
+        await self._check_parent(new)
+        target = await self._stat(new, need_exact=False)
+        if target is not None:
+            if flags & getattr(pyfuse3, "RENAME_NOREPLACE", 1):
+                raise FsError(errno.EEXIST)
+            if target.attrs.is_dir and not source.attrs.is_dir:
+                raise FsError(errno.EISDIR)
+            if source.attrs.is_dir and not target.attrs.is_dir:
+                raise FsError(errno.ENOTDIR)
+            if target.attrs.is_dir and not await self._is_empty_dir(new):
+                raise FsError(errno.ENOTEMPTY)
+        if source.attrs.is_dir:
+            await self._rename_dir(old, new, source, target)
+        else:
+            await self._rename_file(old, new, source)
+
+    async def _rename_file(self, old: str, new: str, source: Entry) -> None:
+        node = self.inodes.by_path(old)
+        new_node = self.inodes.by_path(new)
+        if new_node is not None and new_node is not node:
+            self.local_only.pop(new, None)
+        if node is not None and node.staged is not None and (node.local_only or node.staged.dirty):
+            # Unsent data: move it locally and upload it under the new name.
+            async with node.lock:
+                self.inodes.move(old, new)
+                if node.local_only:
+                    self.local_only.pop(old, None)
+                    self.local_only[new] = node
+                node.staged.dirty = True
+                self._remember(old, None)
+                self._remember(new, node.entry)
+                await self._upload(node)
+            if source.etag is not None:
+                await self.store.delete(self.layout.file_key(old))
+            return
+        await self.store.copy(self.layout.file_key(old), self.layout.file_key(new),
+                              metadata=to_metadata(source.attrs),
+                              content_type=source.content_type or content_type_for(new),
+                              size=source.attrs.size)
+        await self.store.delete(self.layout.file_key(old))
+        self.inodes.move(old, new)
+        self._remember(old, None)
+        self._remember(new, source)
+
+    async def _rename_dir(self, old: str, new: str, source: Entry, target: Entry | None) -> None:
+        """Copy every key under the old prefix, then delete the old keys: not atomic, as in s3fs."""
+        old_prefix, new_prefix = self.layout.dir_key(old), self.layout.dir_key(new)
+        keys: list[ObjectInfo] = []
+        marker: str | None = None
+        while True:
+            page = await self.store.list(prefix=old_prefix, delimiter=None, marker=marker)
+            keys.extend(page.objects)
+            if page.next_marker is None:
+                break
+            marker = page.next_marker
+        if target is not None and target.has_marker:
+            await self.store.delete(new_prefix)
+
+        async def copy_one(info: ObjectInfo) -> None:
+            head = await self.store.head(info.key)
+            await self.store.copy(info.key, new_prefix + info.key[len(old_prefix):],
+                                  metadata=dict(_user_metadata(head)),
+                                  content_type=head.content_type or "application/octet-stream",
+                                  size=head.size)
+
+        async with trio.open_nursery() as nursery:
+            for info in keys:
+                nursery.start_soon(copy_one, info)
+        if not any(info.key == old_prefix for info in keys):
+            # An implicit directory: give the new one a marker so it keeps existing once empty.
+            await self.store.put_bytes(new_prefix, b"", metadata=to_metadata(source.attrs),
+                                       content_type=DIR_CONTENT_TYPE)
+        await self.store.delete_many([info.key for info in keys])
+        self.inodes.move(old, new)
+        for path in [p for p in self.local_only if is_under(p, old)]:
+            self.local_only[new + path[len(old):]] = self.local_only.pop(path)
+        self._forget_subtree(old)
+        self._forget_subtree(new)
+        self._remember(old, None)
+        self._remember(new, replace(source, has_marker=True))
+
+    # ------------------------------------------------------------------ misc
+    @boundary
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        # Buckets have no size limit that S3 APIs report; show a large, constant capacity.
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = BLOCK
+        out.f_frsize = BLOCK
+        out.f_blocks = out.f_bfree = out.f_bavail = (1 << 48) // BLOCK
+        out.f_files = out.f_ffree = out.f_favail = 1 << 32
+        out.f_namemax = 255
+        return out
+
+    async def flush_all(self) -> list[str]:
+        """Upload every dirty staged file (unmount and SIGTERM); returns the paths that failed."""
+        failed: list[str] = []
+        for node in [n for n in self.inodes.under("") if n.staged is not None and n.staged.dirty]:
+            try:
+                async with node.lock:
+                    await self._upload(node)
+            except ObsfsError as exc:
+                log.error("%s: could not upload at unmount: %s (data kept in %s)", node.path, exc,
+                          node.staged.path if node.staged else "?")
+                failed.append(node.path or "?")
+        return failed
+
+
+def _user_metadata(info: ObjectInfo) -> dict[str, str]:
+    """The s3fs attribute headers of an object, to carry over in a copy."""
+    meta = info.metadata or {}
+    return {k: meta[k] for k in ("mode", "uid", "gid", "mtime", "ctime", "atime") if k in meta}

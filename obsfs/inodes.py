@@ -1,0 +1,126 @@
+"""Inode numbers for paths, with the kernel's lookup counts.
+
+The kernel holds an inode as long as its lookup count is above zero; we may forget a node only
+when that count and our own open count are both zero (pyfuse3's rule: every reply that hands out
+an inode adds one, only ``forget`` takes away). Nodes are addressed by path; an unlinked node
+loses its path but lives on until forgotten, so open handles on it stay valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from obsfs.layout import is_under, rebase
+from obsfs.meta import Attrs
+
+if TYPE_CHECKING:
+    from obsfs.staging import StagedFile
+
+ROOT_INO = 1  # pyfuse3.ROOT_INODE
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What we know about one path. Replaced, never mutated, so a cached value cannot change
+    under a reader between two awaits."""
+
+    attrs: Attrs
+    etag: str | None = None  # None: not (yet) in the store, or not known
+    content_type: str | None = None
+    exact: bool = True  # False: mode/uid/mtime are defaults from a listing, a HEAD is due
+    has_marker: bool = False  # directories: a "dir/" object exists
+    link_target: bytes | None = None
+
+
+@dataclass(eq=False)
+class Node:
+    ino: int
+    path: str | None  # None once unlinked
+    entry: Entry
+    lookups: int = 0
+    opens: int = 0
+    staged: StagedFile | None = None
+    local_only: bool = False  # created here and not uploaded yet
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+class InodeTable:
+    """ino -> Node and path -> ino, for every inode the kernel may still name."""
+
+    def __init__(self, root_entry: Entry) -> None:
+        root = Node(ino=ROOT_INO, path="", entry=root_entry, lookups=1)
+        self._by_ino: dict[int, Node] = {ROOT_INO: root}
+        self._by_path: dict[str, Node] = {"": root}
+        self._next_ino = ROOT_INO + 1
+
+    def __len__(self) -> int:
+        return len(self._by_ino)
+
+    def get(self, ino: int) -> Node | None:
+        return self._by_ino.get(ino)
+
+    def by_path(self, path: str) -> Node | None:
+        return self._by_path.get(path)
+
+    def add(self, path: str, entry: Entry) -> Node:
+        """The node for ``path``, created if needed, with ``entry`` as its current truth."""
+        node = self._by_path.get(path)
+        if node is not None and node.entry.attrs.kind == entry.attrs.kind:
+            node.entry = entry
+            return node
+        if node is not None:
+            # The object changed type (file <-> dir) behind our back: a new inode, so the kernel
+            # does not see one inode change its type.
+            self.detach(node)
+        node = Node(ino=self._next_ino, path=path, entry=entry)
+        self._next_ino += 1
+        self._by_ino[node.ino] = node
+        self._by_path[path] = node
+        return node
+
+    def detach(self, node: Node) -> None:
+        """Unlink: the path no longer names this node; open handles keep it alive."""
+        if node.path is not None and self._by_path.get(node.path) is node:
+            del self._by_path[node.path]
+        node.path = None
+        self._drop_if_unused(node)
+
+    def forget(self, ino: int, count: int) -> None:
+        node = self._by_ino.get(ino)
+        if node is None or ino == ROOT_INO:
+            return
+        node.lookups = max(0, node.lookups - count)
+        self._drop_if_unused(node)
+
+    def release(self, node: Node) -> None:
+        node.opens -= 1
+        self._drop_if_unused(node)
+
+    def _drop_if_unused(self, node: Node) -> None:
+        if node.lookups > 0 or node.opens > 0 or node.ino == ROOT_INO or node.staged is not None:
+            return
+        self._by_ino.pop(node.ino, None)
+        if node.path is not None and self._by_path.get(node.path) is node:
+            del self._by_path[node.path]
+
+    def under(self, path: str) -> Iterator[Node]:
+        """Every node at or below ``path`` (a snapshot, safe to modify the table while iterating)."""
+        return iter([n for p, n in self._by_path.items() if is_under(p, path)])
+
+    def move(self, old: str, new: str) -> None:
+        """Rename ``old`` (and everything below it) to ``new``; a node already at ``new`` is unlinked."""
+        moving = [n for n in self.under(old) if n.path is not None]
+        for node in list(self.under(new)):
+            if node not in moving:
+                self.detach(node)
+        for node in moving:
+            assert node.path is not None
+            del self._by_path[node.path]
+        for node in moving:
+            assert node.path is not None
+            node.path = rebase(node.path, old, new)
+            self._by_path[node.path] = node

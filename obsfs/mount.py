@@ -1,0 +1,178 @@
+"""Build one mount and run it: store, filesystem, FUSE session, signals and readiness.
+
+Owns the process's root nursery. Teardown runs in reverse order of setup: stop serving, upload
+what is still dirty (under a shielded deadline), unmount, close the store. SIGTERM and SIGINT are
+the normal way to stop (kubelet sends SIGTERM), so they flush and exit 0, unlike a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from obsfs.backend.aio import AsyncStore
+from obsfs.backend.base import StoreConfig
+from obsfs.backend.obs import ObsStore
+from obsfs.credentials import Credentials
+from obsfs.errors import ConfigError
+from obsfs.fs import Filesystem, FsConfig
+from obsfs.layout import Layout
+from obsfs.meta import Defaults
+from obsfs.options import MountOptions, default_owner
+from obsfs.staging import StagingArea
+
+log = logging.getLogger(__name__)
+
+# Flags mount(8) understands that the FUSE kernel module takes as well.
+FUSE_KERNEL_FLAGS = {"nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime", "atime"}
+DRAIN_DEADLINE = 600.0
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    bucket: str
+    prefix: str
+    mountpoint: str
+    options: MountOptions
+
+
+def runtime_dir() -> Path:
+    """Where pid and status files live, so ``obsfs umount`` can find the daemon of a mount point."""
+    base = Path("/run/obsfs") if os.geteuid() == 0 else Path(tempfile.gettempdir()) / f"obsfs-{os.getuid()}"
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return base
+
+
+def state_file(mountpoint: str, suffix: str) -> Path:
+    digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
+    return runtime_dir() / f"{digest}.{suffix}"
+
+
+def check_mountpoint(path: str, allow_nonempty: bool) -> str:
+    """The mount point must be an existing, empty directory that is not already mounted."""
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        raise ConfigError(f"mount point {path} does not exist; create it with: mkdir -p {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"mount point {path} is not usable: {exc.strerror} (a stale mount? "
+                          f"try: fusermount3 -u {path})") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"mount point {path} is not a directory")
+    if os.path.ismount(real):
+        raise ConfigError(f"{path} is already a mount point; unmount it first")
+    if not allow_nonempty and os.listdir(real):
+        raise ConfigError(f"mount point {path} is not empty (use -o nonempty to mount over it)")
+    return real
+
+
+def store_config(opts: MountOptions, creds: Credentials) -> StoreConfig:
+    return StoreConfig(endpoint=opts.url, access_key=creds.access_key, secret_key=creds.secret_key,
+                       region=opts.region, signature=opts.signature, path_style=opts.use_path_request_style,
+                       ssl_verify=opts.ssl_verify, socket_timeout=opts.readwrite_timeout,
+                       read_deadline=opts.deadline, write_deadline=opts.write_deadline)
+
+
+def fs_config(opts: MountOptions) -> FsConfig:
+    uid, gid = default_owner(opts)
+    root_perm = 0o777 & ~opts.mp_umask if opts.mp_umask is not None else 0o755
+    return FsConfig(
+        defaults=Defaults(uid=uid, gid=gid, umask=opts.umask, force_uid=opts.uid is not None,
+                          force_gid=opts.gid is not None),
+        root_mode=stat.S_IFDIR | root_perm, read_only=opts.ro, stat_ttl=opts.stat_cache_expire,
+        stat_cache_size=opts.max_stat_cache_size, entry_timeout=opts.entry_timeout,
+        attr_timeout=opts.attr_timeout, negative_timeout=opts.negative_timeout,
+        part_size=opts.multipart_size, parallel=opts.parallel_count)
+
+
+def fuse_options(spec: MountSpec) -> set[str]:
+    source = spec.bucket + (f":/{spec.prefix}" if spec.prefix else "")
+    options = set(pyfuse3.default_options) | {f"fsname=obsfs:{source}", "subtype=obsfs", "default_permissions"}
+    opts = spec.options
+    if opts.allow_other:
+        options.add("allow_other")
+    if opts.ro:
+        options.add("ro")
+    options.update(flag for flag in opts.kernel_flags if flag in FUSE_KERNEL_FLAGS)
+    return options
+
+
+async def _signals(nursery_scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("received %s: flushing and unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+async def _verify_mounted(mountpoint: str, ready: Callable[[], None]) -> None:
+    """Prove the mount answers (a stat served by our own loop) before telling anyone it is up."""
+    info = await trio.to_thread.run_sync(os.stat, mountpoint)
+    parent = os.stat(os.path.dirname(mountpoint) or "/")
+    if info.st_dev == parent.st_dev or not await trio.to_thread.run_sync(os.path.ismount, mountpoint):
+        raise ConfigError(f"{mountpoint} did not become a mount point")
+    log.info("mounted at %s", mountpoint)
+    ready()
+
+
+async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) -> int:
+    """Mount and serve until unmounted or signalled; returns the process exit code."""
+    opts = spec.options
+    store = ObsStore(store_config(opts, creds), spec.bucket)
+    astore = AsyncStore(store, read_deadline=opts.deadline, write_deadline=opts.write_deadline,
+                        data_threads=max(4, opts.parallel_count))
+    layout = Layout.for_prefix(spec.prefix)
+    await astore.check_access(layout.prefix)
+    own_cache = opts.cache_dir is None
+    cache_dir = opts.cache_dir or tempfile.mkdtemp(prefix="obsfs-cache-")
+    staging = StagingArea(os.path.join(cache_dir, "staging"))
+    fs = Filesystem(astore, layout, staging, fs_config(opts))
+    pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
+    failed: list[str] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            fs.nursery = nursery
+            nursery.start_soon(_signals, nursery.cancel_scope)
+            nursery.start_soon(_verify_mounted, spec.mountpoint, ready)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.move_on_after(DRAIN_DEADLINE, shield=True) as scope:
+            failed = await fs.flush_all()
+        if scope.cancelled_caught:
+            log.error("unmount: gave up uploading after %.0f s", DRAIN_DEADLINE)
+            failed.append("(drain deadline passed)")
+        pyfuse3.close(unmount=True)
+        store.close()
+        if own_cache and not failed:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    if failed:
+        log.error("unmounted with %d file(s) not uploaded: %s", len(failed), ", ".join(failed))
+        return 1
+    log.info("unmounted %s cleanly", spec.mountpoint)
+    return 0
+
+
+def write_state(mountpoint: str, suffix: str, text: str) -> None:
+    path = state_file(mountpoint, suffix)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def remove_state(mountpoint: str, suffix: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        state_file(mountpoint, suffix).unlink()

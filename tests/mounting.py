@@ -1,0 +1,109 @@
+"""Mount buckets through the real ``obsfs`` entry point, and always unmount them again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.s3server import S3Server
+
+OBSFS = [sys.executable, "-m", "obsfs"]
+
+
+def write_passwd(directory: Path, server: S3Server, name: str = "passwd") -> Path:
+    path = directory / name
+    path.write_text(f"{server.access_key}:{server.secret_key}\n")
+    path.chmod(0o600)
+    return path
+
+
+def is_mounted(path: Path) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as stream:
+        return any(line.split()[4] == real for line in stream)
+
+
+def force_unmount(path: Path) -> None:
+    subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+
+
+@dataclass
+class Mount:
+    path: Path
+    source: str
+    server: S3Server
+    options: list[str] = field(default_factory=list)
+
+    def umount(self, timeout: float = 60) -> int:
+        result = subprocess.run([*OBSFS, "umount", str(self.path)], capture_output=True, text=True,
+                                timeout=timeout)
+        if result.returncode != 0:
+            print(result.stderr, file=sys.stderr)
+        return result.returncode
+
+
+@dataclass
+class Mounter:
+    """Makes mounts for one test and tears every one of them down, even when the test failed."""
+
+    tmp: Path
+    mounts: list[Mount] = field(default_factory=list)
+    counter: int = 0
+
+    def options_for(self, server: S3Server, extra: list[str]) -> list[str]:
+        passwd = write_passwd(self.tmp, server)
+        self.counter += 1
+        log = self.tmp / f"obsfs-{self.counter}.log"
+        base = (f"url={server.endpoint},passwd_file={passwd},use_path_request_style,"
+                f"signature={'v2' if server.kind == 'rgw' else 'v4'},logfile={log},dbglevel=info,"
+                "deadline=10,readwrite_timeout=5")
+        return [base, *extra]
+
+    def run(self, server: S3Server, source: str, mountpoint: Path | None = None,
+            *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], Mount]:
+        """Run ``obsfs mount``; the caller checks the result. The mount is torn down either way."""
+        if mountpoint is None:
+            self.counter += 1
+            mountpoint = self.tmp / f"mnt{self.counter}"
+            mountpoint.mkdir()
+        options = self.options_for(server, list(extra))
+        argv = [*OBSFS, "mount", source, str(mountpoint)]
+        for option in options:
+            argv += ["-o", option]
+        mount = Mount(mountpoint, source, server, options)
+        self.mounts.append(mount)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+        return result, mount
+
+    def mount(self, server: S3Server, source: str, *extra: str) -> Mount:
+        result, mount = self.run(server, source, None, *extra)
+        assert result.returncode == 0, f"mount failed ({result.returncode}): {result.stderr}"
+        assert is_mounted(mount.path)
+        return mount
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.tmp.glob("obsfs-*.log")))
+
+    def teardown(self) -> list[str]:
+        """Unmount everything; returns problems (a daemon that did not exit cleanly)."""
+        problems = []
+        for mount in self.mounts:
+            if not is_mounted(mount.path):
+                continue
+            try:
+                code = mount.umount()
+            except subprocess.TimeoutExpired:
+                code = -1
+            if code != 0:
+                problems.append(f"{mount.path}: umount exit {code}")
+            deadline = time.monotonic() + 10
+            while is_mounted(mount.path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if is_mounted(mount.path):
+                force_unmount(mount.path)
+                problems.append(f"{mount.path}: still mounted after umount")
+        return problems

@@ -1,0 +1,96 @@
+"""Start and stop real S3 servers on 127.0.0.1 for tests: moto by default, Ceph RGW where asked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+SHARED_RGW = Path(__file__).resolve().parents[2] / "shared" / "rgw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server at {url} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means it is up
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not come up in {timeout} s")
+
+
+@dataclass
+class S3Server:
+    """A running server: its endpoint and the keys it accepts."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    kind: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """Stop the server abruptly, as a crash or a network cut would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def start_moto(self) -> None:
+        """(Re)start a moto server on the same port; its state starts empty."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_http(self.endpoint + "/", proc=self.proc)
+
+
+def start_moto(port: int | None = None) -> S3Server:
+    port = port or free_port()
+    server = S3Server(endpoint=f"http://127.0.0.1:{port}", access_key="testing-ak",
+                      secret_key="testing-sk-0123456789", kind="moto", port=port)
+    server.start_moto()
+    return server
+
+
+def start_rgw(workdir: Path) -> S3Server:
+    """Ceph RGW from ../shared/rgw: the only server here that checks signatures."""
+    port = free_port()
+    env = dict(os.environ, CEPH_DIR=str(workdir), RGW_PORT=str(port), OSD_STORE="memstore")
+    subprocess.run([str(SHARED_RGW / "start-rgw.sh")], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_http(endpoint + "/")
+    return S3Server(endpoint=endpoint, access_key=env.get("S3_ACCESS_KEY", "AK"),
+                    secret_key=env.get("S3_SECRET_KEY", "SK"), kind="rgw", port=port)
+
+
+def stop_rgw(workdir: Path) -> None:
+    env = dict(os.environ, CEPH_DIR=str(workdir))
+    subprocess.run([str(SHARED_RGW / "stop-rgw.sh")], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
