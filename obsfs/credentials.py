@@ -54,8 +54,8 @@ def read_passwd_file(path: str, bucket: str) -> Credentials:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise ConfigError(f"passwd_file {path} does not exist") from None
-    except PermissionError:
-        raise ConfigError(f"passwd_file {path} is not readable") from None
+    except (PermissionError, IsADirectoryError):
+        raise ConfigError(f"passwd_file {path} is not a readable file") from None
     return parse_passwd(text, bucket, f"passwd_file {path}")
 
 

@@ -62,5 +62,21 @@ class InvalidRequest(StoreError):
     """The server rejected the request as malformed (4xx that is none of the above)."""
 
 
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a nursery's group: trio wraps even a single failure in a group,
+    and the boundaries (errno, exit code, gRPC status) map single errors of our types."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, ObsfsError)), leaves[0])
+
+
 class ConfigError(ObsfsError):
     """The user's options, credentials file or mount point are not usable."""

@@ -12,6 +12,7 @@ entry, and entries whose mode is still a default are handed to the kernel with z
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -34,9 +35,12 @@ from obsfs.errors import (
     BadCredentials,
     NotFound,
     ObsfsError,
+    PreconditionFailed,
     StoreError,
+    first_error,
 )
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
+from obsfs.journal import DirtyRecord, Journal
 from obsfs.layout import InvalidName, Layout, decode_name, is_under, join, name_of, parent_of
 from obsfs.meta import (
     DIR_CONTENT_TYPE,
@@ -49,6 +53,7 @@ from obsfs.meta import (
 )
 from obsfs.staging import StagedFile, StagingArea
 from obsfs.upload import upload_file
+from obsfs.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -95,6 +100,9 @@ def boundary(fn: F) -> F:
             return await fn(self, *args)
         except pyfuse3.FUSEError:
             raise
+        except OSError as exc:  # the cache disk: ENOSPC, EIO, ...
+            log.warning("%s: local cache: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except ObsfsError as exc:
             err = errno_for(exc)
             level = logging.DEBUG if err in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY) else logging.WARNING
@@ -120,7 +128,10 @@ class FsConfig:
     attr_timeout: float = 60.0
     negative_timeout: float = 5.0
     part_size: int = 16 << 20
-    parallel: int = 8
+    parallel: int = 8  # parts of one upload in flight
+    upload_workers: int = 16  # files uploading at once
+    upload_delay: float = 0.5
+    max_dirty: int = 1 << 30
 
 
 @dataclass(eq=False)
@@ -151,12 +162,16 @@ def content_type_for(path: str) -> str:
 class Filesystem(pyfuse3.Operations):
     """pyfuse3 handlers over one bucket or prefix."""
 
-    def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, config: FsConfig) -> None:
+    def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
+                 config: FsConfig) -> None:
         super().__init__()
         self.store = store
         self.layout = layout
         self.staging = staging
+        self.journal = journal
         self.config = config
+        self.writeback = WriteBack(self._upload, workers=config.upload_workers, delay=config.upload_delay,
+                                   max_dirty=config.max_dirty)
         self.started_ns = _now_ns()
         self.inodes = InodeTable(self._root_entry())
         self.stat_cache: TTLCache[str, Any] = TTLCache(config.stat_cache_size, config.stat_ttl,
@@ -401,9 +416,9 @@ class Filesystem(pyfuse3.Operations):
                 self._remember(path, node.entry)
             if node.staged is not None:
                 # Written with the data: at flush if the file is open, else now.
-                node.staged.dirty = True
+                node.staged.mark_dirty()
                 if node.opens == 0:
-                    await self._upload(node)
+                    await self._commit(node)
             elif path:
                 await self._store_attrs(node, path)
             return self._attributes(node)
@@ -417,9 +432,11 @@ class Filesystem(pyfuse3.Operations):
                                               content_type=DIR_CONTENT_TYPE)
             node.entry = replace(entry, etag=etag or None, has_marker=True)
         else:
-            await self.store.copy(self.layout.file_key(path), self.layout.file_key(path), metadata=metadata,
-                                  content_type=entry.content_type or content_type_for(path),
-                                  size=entry.attrs.size)
+            key = self.layout.file_key(path)
+            await self.store.copy(key, key, metadata=metadata,
+                                  content_type=entry.content_type or content_type_for(path), size=entry.attrs.size)
+            # A copy may change the ETag (multipart objects); later conditional uploads need the new one.
+            node.entry = replace(entry, etag=(await self.store.head(key)).etag or None)
         self._remember(path, node.entry)
 
     @boundary
@@ -584,6 +601,7 @@ class Filesystem(pyfuse3.Operations):
     def _unlinked(self, path: str) -> None:
         node = self.inodes.by_path(path)
         if node is not None:
+            self._discard_staged(node)
             self.inodes.detach(node)
         self.local_only.pop(path, None)
         self._forget_subtree(path)
@@ -598,9 +616,16 @@ class Filesystem(pyfuse3.Operations):
         if entry.attrs.is_dir:
             raise FsError(errno.EISDIR)
         node = self.inodes.by_path(path)
-        if node is None or not node.local_only:
+        if node is None:
             await self.store.delete(self.layout.file_key(path))
-        self._unlinked(path)
+            self._unlinked(path)
+            return
+        async with node.lock:  # an upload in flight finishes first, then we delete what it wrote
+            if node.path != path:
+                raise FsError(errno.ENOENT)
+            if not node.local_only:
+                await self.store.delete(self.layout.file_key(path))
+            self._unlinked(path)
 
     @boundary
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
@@ -650,7 +675,7 @@ class Filesystem(pyfuse3.Operations):
         node = self.inodes.add(path, entry)
         node.local_only = True
         node.staged = self.staging.new()
-        node.staged.dirty = True
+        node.staged.mark_dirty()
         self.local_only[path] = node
         self._remember(path, entry)
         attributes = self._hand_out(path, entry)
@@ -701,7 +726,8 @@ class Filesystem(pyfuse3.Operations):
                 await self.store.get_to_file(self.layout.file_key(self._path(node)), staged.fd,
                                              etag=entry.etag)
             staged.base_etag = entry.etag
-            staged.dirty = truncate
+            if truncate:
+                staged.mark_dirty()
         except BaseException:
             staged.remove()
             raise
@@ -746,7 +772,8 @@ class Filesystem(pyfuse3.Operations):
         if not handle.writable:
             raise FsError(errno.EBADF)
         node = handle.node
-        if node.staged is None:  # e.g. opened before a failed upload dropped the copy
+        await self.writeback.wait_for_room()
+        if node.staged is None:  # opened for writing, then the staged copy was dropped after an upload
             async with node.lock:
                 await self._stage(node, truncate=False)
         assert node.staged is not None
@@ -760,41 +787,100 @@ class Filesystem(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         handle = self._file_handle(fh)
         if handle.writable:
-            async with handle.node.lock:
-                await self._upload(handle.node)
+            await self._commit(handle.node)
 
     @boundary
     async def fsync(self, fh: int, datasync: bool) -> None:
-        handle = self._file_handle(fh)
-        async with handle.node.lock:
-            await self._upload(handle.node)
+        node = self._file_handle(fh).node
+        await self._commit(node)
+        await self.writeback.wait_uploaded(node)
 
-    async def _upload(self, node: Node) -> None:
-        """Send a dirty staged file to the store; on failure it stays dirty for the next try."""
+    async def _commit(self, node: Node) -> None:
+        """Make the written data durable in the cache, journal it, and queue its upload.
+
+        When this returns (close, fsync), a crash can no longer lose the data: the next mount of
+        the same cache dir finds it in the journal.
+        """
         staged = node.staged
         if staged is None or not staged.dirty or node.path is None:
             return
-        path = node.path
-        size = staged.size()
+        await trio.to_thread.run_sync(staged.sync)
         entry = node.entry
-        attrs = entry.attrs.with_changes(size=size)
-        content_type = entry.content_type or content_type_for(path)
-        staged.dirty = False  # writes that arrive during the upload set it again
-        try:
-            etag = await upload_file(self.store, self.layout.file_key(path), staged.path, size,
-                                     metadata=to_metadata(attrs), content_type=content_type,
-                                     part_size=self.config.part_size, parallel=self.config.parallel)
-        except BaseException:
-            staged.dirty = True
-            raise
-        if node.path != path:
-            return  # renamed while uploading: the rename re-uploads under the new name
-        staged.base_etag = etag
+        self.journal.record(DirtyRecord(
+            data_file=staged.name, key=self.layout.file_key(node.path), base_etag=staged.base_etag,
+            attrs=entry.attrs, content_type=entry.content_type or content_type_for(node.path)))
+        staged.journaled = True
+        self.writeback.schedule(node)
+
+    async def _upload(self, node: Node) -> None:
+        """Upload worker body: send the staged file's current version, conditionally."""
+        async with node.lock:
+            staged = node.staged
+            if staged is None or node.path is None or not staged.dirty:
+                return
+            path = node.path
+            key = self.layout.file_key(path)
+            version = staged.version
+            size = staged.size()
+            entry = node.entry
+            attrs = entry.attrs.with_changes(size=size)
+            content_type = entry.content_type or content_type_for(path)
+            try:
+                etag = await upload_file(
+                    self.store, key, staged.path, size, metadata=to_metadata(attrs), content_type=content_type,
+                    part_size=self.config.part_size, parallel=self.config.parallel,
+                    if_match=staged.base_etag, if_none_match=staged.base_etag is None)
+            except PreconditionFailed:
+                await self._keep_both(node, key, size, attrs, content_type)
+                return
+            staged.synced_version = max(staged.synced_version, version)
+            staged.base_etag = etag
+            node.local_only = False
+            self.local_only.pop(path, None)
+            node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(size=size), etag=etag,
+                                 content_type=content_type, exact=True)
+            self._remember(path, node.entry)
+            if not staged.dirty:
+                self._release_staged(node)
+
+    async def _keep_both(self, node: Node, key: str, size: int, attrs: Attrs, content_type: str) -> None:
+        """Another writer changed the object since our version was based on it: never overwrite
+        theirs. Ours goes to a clearly named conflict key next to it; the path shows theirs."""
+        assert node.staged is not None and node.path is not None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        conflict_key = f"{key}.obsfs-conflict-{stamp}"
+        await upload_file(self.store, conflict_key, node.staged.path, size, metadata=to_metadata(attrs),
+                          content_type=content_type, part_size=self.config.part_size,
+                          parallel=self.config.parallel)
+        log.warning("%s was changed by another client while ours was waiting to upload; kept both: "
+                    "theirs at %s, ours at %s", node.path, key, conflict_key)
+        path = node.path
+        node.staged.synced_version = node.staged.version
         node.local_only = False
         self.local_only.pop(path, None)
-        node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(size=size), etag=etag,
-                             content_type=content_type, exact=True)
-        self._remember(path, node.entry)
+        self._release_staged(node)
+        self.stat_cache.pop(path, None)
+
+    def _release_staged(self, node: Node) -> None:
+        """The store has this version: forget the journal row, and the copy unless it is open."""
+        staged = node.staged
+        if staged is None:
+            return
+        if staged.journaled:
+            self.journal.remove(staged.name)
+            staged.journaled = False
+        if node.opens == 0:
+            staged.remove()
+            node.staged = None
+            self.inodes.drop_if_unused(node)
+
+    def _discard_staged(self, node: Node) -> None:
+        """The file is gone: drop its pending upload and its cached data."""
+        self.writeback.cancel(node)
+        if node.staged is not None:
+            node.staged.synced_version = node.staged.version
+        node.local_only = False
+        self._release_staged(node)
 
     @boundary
     async def release(self, fh: int) -> None:
@@ -802,16 +888,13 @@ class Filesystem(pyfuse3.Operations):
         del self._handles[fh]
         node = handle.node
         try:
-            if node.opens == 1 and node.staged is not None:
-                async with node.lock:
-                    await self._upload(node)
-                    if node.opens == 1 and node.staged is not None and not node.staged.dirty:
-                        node.staged.remove()
-                        node.staged = None
+            if node.staged is not None and node.staged.dirty:
+                await self._commit(node)
         finally:
-            if node.staged is not None and node.staged.dirty and node.opens == 1:
-                log.error("%s: upload failed; the data stays in %s", node.path, node.staged.path)
-            self.inodes.release(node)
+            node.opens -= 1
+            if node.staged is not None and not node.staged.dirty and not self.writeback.busy(node):
+                self._release_staged(node)
+            self.inodes.drop_if_unused(node)
 
     # ------------------------------------------------------------------ rename
     @boundary
@@ -841,39 +924,60 @@ class Filesystem(pyfuse3.Operations):
         if source.attrs.is_dir:
             await self._rename_dir(old, new, source, target)
         else:
-            await self._rename_file(old, new, source)
+            await self._rename_file(old, new, source, target)
 
-    async def _rename_file(self, old: str, new: str, source: Entry) -> None:
+    async def _rename_file(self, old: str, new: str, source: Entry, target: Entry | None) -> None:
         node = self.inodes.by_path(old)
-        new_node = self.inodes.by_path(new)
-        if new_node is not None and new_node is not node:
-            self.local_only.pop(new, None)
-        if node is not None and node.staged is not None and (node.local_only or node.staged.dirty):
-            # Unsent data: move it locally and upload it under the new name.
-            async with node.lock:
-                self.inodes.move(old, new)
-                if node.local_only:
-                    self.local_only.pop(old, None)
-                    self.local_only[new] = node
-                node.staged.dirty = True
-                self._remember(old, None)
-                self._remember(new, node.entry)
-                await self._upload(node)
-            if source.etag is not None:
-                await self.store.delete(self.layout.file_key(old))
-            return
+        if node is not None and node.staged is not None:
+            async with node.lock:  # not while an upload of the old name is in flight
+                if node.staged is not None and (node.local_only or node.staged.dirty):
+                    await self._rename_unsent(node, old, new, source, target)
+                    return
         await self.store.copy(self.layout.file_key(old), self.layout.file_key(new),
                               metadata=to_metadata(source.attrs),
-                              content_type=source.content_type or content_type_for(new),
-                              size=source.attrs.size)
+                              content_type=source.content_type or content_type_for(new), size=source.attrs.size)
         await self.store.delete(self.layout.file_key(old))
+        self._moved(old, new, source)
+        if node is not None and node.staged is not None:
+            node.staged.base_etag = (await self.store.head(self.layout.file_key(new))).etag
+
+    async def _rename_unsent(self, node: Node, old: str, new: str, source: Entry, target: Entry | None) -> None:
+        """Data not yet in the store moves locally and is uploaded once, under the new name."""
+        assert node.staged is not None
+        self._moved(old, new, node.entry)
+        if node.local_only:
+            self.local_only[new] = node
+        # The upload replaces whatever the new name holds now: base it on that.
+        node.staged.base_etag = target.etag if target is not None else None
+        node.staged.mark_dirty()
+        await self._commit(node)
+        if source.etag is not None and not node.local_only:
+            await self.store.delete(self.layout.file_key(old))
+
+    def _moved(self, old: str, new: str, entry: Entry) -> None:
+        replaced = self.inodes.by_path(new)
+        if replaced is not None and replaced is not self.inodes.by_path(old):
+            self._discard_staged(replaced)
+        self.local_only.pop(new, None)
         self.inodes.move(old, new)
+        self.local_only.pop(old, None)
         self._remember(old, None)
-        self._remember(new, source)
+        self._remember(new, entry)
 
     async def _rename_dir(self, old: str, new: str, source: Entry, target: Entry | None) -> None:
         """Copy every key under the old prefix, then delete the old keys: not atomic, as in s3fs."""
+        async with contextlib.AsyncExitStack() as stack:
+            # No upload of a file below may run while its key changes under it.
+            pending = [n for n in self.inodes.under(old) if n.staged is not None]
+            for node in pending:
+                await stack.enter_async_context(node.lock)
+            await self._rename_tree(old, new, source, target, pending)
+
+    async def _rename_tree(self, old: str, new: str, source: Entry, target: Entry | None,
+                           pending: list[Node]) -> None:
         old_prefix, new_prefix = self.layout.dir_key(old), self.layout.dir_key(new)
+        unsent = {self.layout.file_key(n.path) for n in pending
+                  if n.path is not None and n.staged is not None and n.staged.dirty}
         keys: list[ObjectInfo] = []
         marker: str | None = None
         while True:
@@ -892,9 +996,13 @@ class Filesystem(pyfuse3.Operations):
                                   content_type=head.content_type or "application/octet-stream",
                                   size=head.size)
 
-        async with trio.open_nursery() as nursery:
-            for info in keys:
-                nursery.start_soon(copy_one, info)
+        try:
+            async with trio.open_nursery() as nursery:
+                for info in keys:
+                    if info.key not in unsent:  # their new contents are uploaded under the new name
+                        nursery.start_soon(copy_one, info)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
         if not any(info.key == old_prefix for info in keys):
             # An implicit directory: give the new one a marker so it keeps existing once empty.
             await self.store.put_bytes(new_prefix, b"", metadata=to_metadata(source.attrs),
@@ -903,6 +1011,10 @@ class Filesystem(pyfuse3.Operations):
         self.inodes.move(old, new)
         for path in [p for p in self.local_only if is_under(p, old)]:
             self.local_only[new + path[len(old):]] = self.local_only.pop(path)
+        for node in pending:
+            if node.staged is not None and node.staged.dirty:
+                node.staged.base_etag = None  # the new key does not exist yet
+                await self._commit(node)
         self._forget_subtree(old)
         self._forget_subtree(new)
         self._remember(old, None)
@@ -920,18 +1032,50 @@ class Filesystem(pyfuse3.Operations):
         out.f_namemax = 255
         return out
 
-    async def flush_all(self) -> list[str]:
-        """Upload every dirty staged file (unmount and SIGTERM); returns the paths that failed."""
-        failed: list[str] = []
+    async def flush_all(self, deadline: float) -> list[str]:
+        """Upload everything pending (unmount, SIGTERM); returns the paths that did not make it."""
         for node in [n for n in self.inodes.under("") if n.staged is not None and n.staged.dirty]:
-            try:
-                async with node.lock:
-                    await self._upload(node)
-            except ObsfsError as exc:
-                log.error("%s: could not upload at unmount: %s (data kept in %s)", node.path, exc,
-                          node.staged.path if node.staged else "?")
-                failed.append(node.path or "?")
-        return failed
+            await self._commit(node)
+        left = await self.writeback.drain(deadline)
+        for node in left:
+            log.error("not uploaded: %s (kept in %s; the next mount with this cache dir uploads it)",
+                      node.path, node.staged.path if node.staged else "?")
+        return [node.path or "?" for node in left]
+
+    async def recover(self) -> int:
+        """Re-queue what an earlier daemon acknowledged but did not upload (crash, kill -9, OOM)."""
+        records = self.journal.all()
+        known = {rec.data_file for rec in records}
+        for name in self.staging.names() - known:
+            # Written but never closed or fsynced before the crash: never acknowledged.
+            log.warning("discarding unacknowledged partial write %s", name)
+            os.unlink(os.path.join(self.staging.directory, name))
+        count = 0
+        for rec in records:
+            staged = self.staging.reopen(rec.data_file)
+            if staged is None or not rec.key.startswith(self.layout.prefix):
+                log.error("journal entry for %s cannot be recovered here (data file %s)", rec.key,
+                          "missing" if staged is None else "belongs to another prefix")
+                if staged is None:
+                    self.journal.remove(rec.data_file)
+                else:
+                    os.close(staged.fd)
+                continue
+            path = self.layout.path_of(rec.key)
+            staged.base_etag = rec.base_etag
+            entry = Entry(rec.attrs.with_changes(size=staged.size()), etag=rec.base_etag,
+                          content_type=rec.content_type)
+            node = self.inodes.add(path, entry)
+            node.staged = staged
+            node.local_only = rec.base_etag is None
+            if node.local_only:
+                self.local_only[path] = node
+            self._remember(path, entry)
+            self.writeback.schedule(node, delay=0)
+            count += 1
+        if count:
+            log.warning("recovered %d file(s) not yet uploaded by the previous daemon", count)
+        return count
 
 
 def _user_metadata(info: ObjectInfo) -> dict[str, str]:

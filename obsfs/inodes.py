@@ -87,20 +87,16 @@ class InodeTable:
         if node.path is not None and self._by_path.get(node.path) is node:
             del self._by_path[node.path]
         node.path = None
-        self._drop_if_unused(node)
+        self.drop_if_unused(node)
 
     def forget(self, ino: int, count: int) -> None:
         node = self._by_ino.get(ino)
         if node is None or ino == ROOT_INO:
             return
         node.lookups = max(0, node.lookups - count)
-        self._drop_if_unused(node)
+        self.drop_if_unused(node)
 
-    def release(self, node: Node) -> None:
-        node.opens -= 1
-        self._drop_if_unused(node)
-
-    def _drop_if_unused(self, node: Node) -> None:
+    def drop_if_unused(self, node: Node) -> None:
         if node.lookups > 0 or node.opens > 0 or node.ino == ROOT_INO or node.staged is not None:
             return
         self._by_ino.pop(node.ino, None)

@@ -58,6 +58,12 @@ def rebase(path: str, old: str, new: str) -> str:
     return new + path[len(old):]
 
 
+def _checked(key: str) -> str:
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidName("path too long for an object key", too_long=True)
+    return key
+
+
 @dataclass(frozen=True)
 class Layout:
     """Maps paths to keys for one mount."""
@@ -70,14 +76,11 @@ class Layout:
         return Layout(prefix=f"{prefix}/" if prefix else "")
 
     def file_key(self, path: str) -> str:
-        key = self.prefix + path
-        if len(key.encode()) > MAX_KEY_BYTES:
-            raise InvalidName("path too long for an object key", too_long=True)
-        return key
+        return _checked(self.prefix + path)
 
     def dir_key(self, path: str) -> str:
         """The marker key of a directory, which is also the prefix of its children."""
-        return self.file_key(path) + "/" if path else self.prefix
+        return _checked(self.prefix + path + "/") if path else self.prefix
 
     def path_of(self, key: str) -> str:
         return key[len(self.prefix):].rstrip("/")

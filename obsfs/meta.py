@@ -29,6 +29,9 @@ class Defaults:
     umask: int | None = None  # applied to every mode shown, as s3fs's umask option
     force_uid: bool = False  # -o uid=: every file shows this owner
     force_gid: bool = False
+    # -o fsgroup=G (Kubernetes fsGroup): every entry shows group G with group read/write (and
+    # search on directories), as kubelet's recursive chgrp + chmod g+rwX would on a block volume.
+    fsgroup: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def parse_time_ns(value: str | None) -> int | None:
     try:
         ns = int(sec) * NS
         if frac:
-            ns += int((frac + "000000000")[:9]) if int(sec) >= 0 else -int((frac + "000000000")[:9])
+            ns += int((frac + "000000000")[:9])  # format_time_ns writes floor(seconds) + a positive fraction
     except ValueError:
         return None
     return ns
@@ -128,8 +131,11 @@ def shown(attrs: Attrs, defaults: Defaults, *, is_root: bool = False) -> Attrs:
     The mount point's own mode comes from mp_umask alone, as in s3fs.
     """
     mode = attrs.mode
+    gid = defaults.gid if defaults.force_gid else attrs.gid
+    if defaults.fsgroup is not None:
+        gid = defaults.fsgroup
+        group_x = stat.S_IXGRP if stat.S_ISDIR(mode) or mode & stat.S_IXUSR else 0
+        mode |= stat.S_IRGRP | stat.S_IWGRP | group_x
     if defaults.umask is not None and not is_root:
         mode = stat.S_IFMT(mode) | (stat.S_IMODE(mode) & ~defaults.umask & 0o7777)
-    return replace(attrs, mode=mode,
-                   uid=defaults.uid if defaults.force_uid else attrs.uid,
-                   gid=defaults.gid if defaults.force_gid else attrs.gid)
+    return replace(attrs, mode=mode, uid=defaults.uid if defaults.force_uid else attrs.uid, gid=gid)

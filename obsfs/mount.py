@@ -8,14 +8,14 @@ the normal way to stop (kubelet sends SIGTERM), so they flush and exit 0, unlike
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import signal
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from obsfs.backend.obs import ObsStore
 from obsfs.credentials import Credentials
 from obsfs.errors import ConfigError
 from obsfs.fs import Filesystem, FsConfig
+from obsfs.journal import Journal
 from obsfs.layout import Layout
 from obsfs.meta import Defaults
 from obsfs.options import MountOptions, default_owner
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 # Flags mount(8) understands that the FUSE kernel module takes as well.
 FUSE_KERNEL_FLAGS = {"nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime", "atime"}
-DRAIN_DEADLINE = 600.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,32 @@ def runtime_dir() -> Path:
 def state_file(mountpoint: str, suffix: str) -> Path:
     digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
     return runtime_dir() / f"{digest}.{suffix}"
+
+
+def default_cache_dir(spec: MountSpec) -> str:
+    """One cache dir per endpoint, bucket and prefix, so a remount finds what a crash left behind."""
+    ident = f"{spec.options.url}|{spec.bucket}|{spec.prefix}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    base = "/var/cache/obsfs" if os.geteuid() == 0 else os.path.expanduser("~/.cache/obsfs")
+    return os.path.join(base, f"{spec.bucket}-{digest}")
+
+
+@contextlib.contextmanager
+def lock_cache_dir(cache_dir: Path) -> Iterator[None]:
+    """Two daemons must never share a cache dir: each would upload the other's journal."""
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(cache_dir / "lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise ConfigError(f"cache dir {cache_dir} is in use by another obsfs mount (pid "
+                              f"{lock.read().strip() or '?'}); give this one its own -o cache_dir=") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 def check_mountpoint(path: str, allow_nonempty: bool) -> str:
@@ -91,11 +117,12 @@ def fs_config(opts: MountOptions) -> FsConfig:
     root_perm = 0o777 & ~opts.mp_umask if opts.mp_umask is not None else 0o755
     return FsConfig(
         defaults=Defaults(uid=uid, gid=gid, umask=opts.umask, force_uid=opts.uid is not None,
-                          force_gid=opts.gid is not None),
+                          force_gid=opts.gid is not None, fsgroup=opts.fsgroup),
         root_mode=stat.S_IFDIR | root_perm, read_only=opts.ro, stat_ttl=opts.stat_cache_expire,
         stat_cache_size=opts.max_stat_cache_size, entry_timeout=opts.entry_timeout,
         attr_timeout=opts.attr_timeout, negative_timeout=opts.negative_timeout,
-        part_size=opts.multipart_size, parallel=opts.parallel_count)
+        part_size=opts.multipart_size, parallel=opts.parallel_count, upload_workers=opts.upload_workers,
+        upload_delay=opts.upload_delay, max_dirty=opts.max_dirty)
 
 
 def fuse_options(spec: MountSpec) -> set[str]:
@@ -136,29 +163,30 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
                         data_threads=max(4, opts.parallel_count))
     layout = Layout.for_prefix(spec.prefix)
     await astore.check_access(layout.prefix)
-    own_cache = opts.cache_dir is None
-    cache_dir = opts.cache_dir or tempfile.mkdtemp(prefix="obsfs-cache-")
-    staging = StagingArea(os.path.join(cache_dir, "staging"))
-    fs = Filesystem(astore, layout, staging, fs_config(opts))
-    pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
-    failed: list[str] = []
-    try:
-        async with trio.open_nursery() as nursery:
-            fs.nursery = nursery
-            nursery.start_soon(_signals, nursery.cancel_scope)
-            nursery.start_soon(_verify_mounted, spec.mountpoint, ready)
-            await pyfuse3.main()
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.move_on_after(DRAIN_DEADLINE, shield=True) as scope:
-            failed = await fs.flush_all()
-        if scope.cancelled_caught:
-            log.error("unmount: gave up uploading after %.0f s", DRAIN_DEADLINE)
-            failed.append("(drain deadline passed)")
-        pyfuse3.close(unmount=True)
-        store.close()
-        if own_cache and not failed:
-            shutil.rmtree(cache_dir, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        cache_dir = Path(opts.cache_dir or default_cache_dir(spec))
+        stack.enter_context(lock_cache_dir(cache_dir))
+        journal = Journal(cache_dir / "journal.db")
+        stack.callback(journal.close)
+        stack.callback(store.close)
+        staging = StagingArea(str(cache_dir / "staging"))
+        fs = Filesystem(astore, layout, staging, journal, fs_config(opts))
+        await fs.recover()
+        pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
+        failed: list[str] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                fs.nursery = nursery
+                await nursery.start(fs.writeback.run)
+                nursery.start_soon(_signals, nursery.cancel_scope)
+                nursery.start_soon(_verify_mounted, spec.mountpoint, ready)
+                await pyfuse3.main()
+                # Still inside the nursery: the upload workers must run for the drain.
+                with trio.CancelScope(shield=True):
+                    failed = await fs.flush_all(opts.drain_deadline)
+                nursery.cancel_scope.cancel()
+        finally:
+            pyfuse3.close(unmount=True)
     if failed:
         log.error("unmounted with %d file(s) not uploaded: %s", len(failed), ", ".join(failed))
         return 1

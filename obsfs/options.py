@@ -103,6 +103,7 @@ class MountOptions:
     allow_other: bool = False
     uid: int | None = None
     gid: int | None = None
+    fsgroup: int | None = None
     umask: int | None = None
     mp_umask: int | None = None
     ro: bool = False
@@ -120,23 +121,28 @@ class MountOptions:
     deadline: float = 30.0
     write_deadline: float = 300.0
     readwrite_timeout: float = 20.0
+    upload_workers: int = 16
+    upload_delay: float = 0.5
+    max_dirty: int = 1 << 30
+    drain_deadline: float = 600.0
     kernel_flags: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"option url: {self.url!r} must start with http:// or https://")
-        if self.parallel_count < 1:
-            raise ConfigError("option parallel_count: must be at least 1")
+        if self.parallel_count < 1 or self.upload_workers < 1:
+            raise ConfigError("options parallel_count and upload_workers must be at least 1")
 
 
 PARSERS: dict[str, Callable[[str | None], Any]] = {
     "url": _str, "region": _str, "passwd_file": _str, "use_path_request_style": _bool,
-    "signature": _signature, "ssl_verify": _ssl_verify, "allow_other": _bool, "uid": _int, "gid": _int,
+    "signature": _signature, "ssl_verify": _ssl_verify, "allow_other": _bool, "uid": _int, "gid": _int, "fsgroup": _int,
     "umask": _octal, "mp_umask": _octal, "ro": _bool, "nonempty": _bool, "stat_cache_expire": _float,
     "max_stat_cache_size": _int, "entry_timeout": _float, "attr_timeout": _float,
     "negative_timeout": _float, "dbglevel": _dbglevel, "logfile": _str, "cache_dir": _str,
     "multipart_size": _size_mb, "parallel_count": _int, "deadline": _float, "write_deadline": _float,
-    "readwrite_timeout": _float,
+    "readwrite_timeout": _float, "upload_workers": _int, "upload_delay": _float, "max_dirty": _size_mb,
+    "drain_deadline": _float,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}

@@ -1,25 +1,39 @@
-"""Local files that hold an object's contents while it is being written.
+"""Local files that hold an object's contents while it is written and until it is uploaded.
 
-Writes never go to the store piece by piece: they land here, and the whole file is uploaded on
-flush, fsync or release. The write-back cache builds on this: a staged file is the unit that
-moves clean -> dirty -> uploading -> clean.
+Writes never go to the store piece by piece: they land here. A staged file moves
+clean -> dirty (a write) -> uploading -> clean (the store has this version) or back to dirty (a
+write during the upload, or a failed upload). ``version`` counts changes, ``synced_version`` is
+the version the store is known to have, so "dirty" needs no separate flag that could disagree.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 
 
 class StagedFile:
-    """One local file, open for reading and writing, plus whether it differs from the store."""
+    """One local file, open for reading and writing, plus how it relates to the stored object."""
 
     def __init__(self, path: str, fd: int) -> None:
         self.path = path
         self.fd = fd
-        self.dirty = False
+        self.version = 0
+        self.synced_version = 0
         self.base_etag: str | None = None  # the stored version our contents started from
+        self.journaled = False  # a journal row exists for it
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def dirty(self) -> bool:
+        return self.version != self.synced_version
+
+    def mark_dirty(self) -> None:
+        self.version += 1
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -29,12 +43,12 @@ class StagedFile:
 
     def write(self, offset: int, data: bytes) -> int:
         written = os.pwrite(self.fd, data, offset)
-        self.dirty = True
+        self.mark_dirty()
         return written
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
-        self.dirty = True
+        self.mark_dirty()
 
     def sync(self) -> None:
         os.fsync(self.fd)
@@ -53,5 +67,21 @@ class StagingArea:
         self.directory = directory
 
     def new(self) -> StagedFile:
-        fd, path = tempfile.mkstemp(prefix="staged-", dir=self.directory)
+        path = os.path.join(self.directory, uuid.uuid4().hex)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         return StagedFile(path, fd)
+
+    def reopen(self, name: str) -> StagedFile | None:
+        """A staged file left by an earlier daemon (crash recovery); None if it is gone."""
+        path = os.path.join(self.directory, name)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        staged = StagedFile(path, fd)
+        staged.version = 1  # dirty: the journal says the store does not have it
+        staged.journaled = True
+        return staged
+
+    def names(self) -> set[str]:
+        return set(os.listdir(self.directory))

@@ -13,16 +13,36 @@ from collections.abc import Mapping
 import trio
 
 from obsfs.backend.aio import AsyncStore
+from obsfs.errors import NotFound, PreconditionFailed, first_error
 
 log = logging.getLogger(__name__)
 
 
+async def _check_precondition(store: AsyncStore, key: str, if_match: str | None, if_none_match: bool) -> None:
+    """Multipart uploads cannot be conditional on every server (RGW ignores it), so check by HEAD."""
+    if if_match is None and not if_none_match:
+        return
+    try:
+        current: str | None = (await store.head(key)).etag
+    except NotFound:
+        current = None
+    if (if_none_match and current is not None) or (if_match is not None and current != if_match):
+        raise PreconditionFailed(f"{key} changed in the store (ETag {current}, expected {if_match})", key=key)
+
+
 async def upload_file(store: AsyncStore, key: str, local_path: str, size: int, *,
-                      metadata: Mapping[str, str], content_type: str, part_size: int,
-                      parallel: int) -> str | None:
-    """Upload and return the new ETag (None when the server did not say)."""
+                      metadata: Mapping[str, str], content_type: str, part_size: int, parallel: int,
+                      if_match: str | None = None, if_none_match: bool = False) -> str:
+    """Upload and return the new ETag.
+
+    ``if_match`` / ``if_none_match`` make it conditional: PreconditionFailed when another writer
+    changed (or created) the object since our version was based on it.
+    """
     if size <= part_size:
-        return await store.put_file(key, local_path, metadata=metadata, content_type=content_type) or None
+        etag = await store.put_file(key, local_path, metadata=metadata, content_type=content_type,
+                                    if_match=if_match, if_none_match=if_none_match)
+        return etag or (await store.head(key)).etag
+    await _check_precondition(store, key, if_match, if_none_match)
     upload_id = await store.initiate_multipart(key, metadata=metadata, content_type=content_type)
     parts: dict[int, str] = {}
     limiter = trio.CapacityLimiter(parallel)
@@ -32,9 +52,13 @@ async def upload_file(store: AsyncStore, key: str, local_path: str, size: int, *
             parts[part_no] = await store.upload_part(key, upload_id, part_no, local_path, offset, length)
 
     try:
-        async with trio.open_nursery() as nursery:
-            for part_no, offset in enumerate(range(0, size, part_size), start=1):
-                nursery.start_soon(one_part, part_no, offset, min(part_size, size - offset))
+        try:
+            async with trio.open_nursery() as nursery:
+                for part_no, offset in enumerate(range(0, size, part_size), start=1):
+                    nursery.start_soon(one_part, part_no, offset, min(part_size, size - offset))
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        await _check_precondition(store, key, if_match, if_none_match)
         await store.complete_multipart(key, upload_id, parts.items())
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(30):
@@ -44,4 +68,4 @@ async def upload_file(store: AsyncStore, key: str, local_path: str, size: int, *
                 log.warning("could not abort multipart upload of %s: %s", key, exc)
         raise
     # RGW returns no ETag from complete; the HEAD is the only reliable source.
-    return (await store.head(key)).etag or None
+    return (await store.head(key)).etag

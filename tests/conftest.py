@@ -9,6 +9,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from obsfs.backend.base import StoreConfig
 from tests.mounting import Mount, Mounter
@@ -33,7 +34,8 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def boto_client(server: S3Server):  # type: ignore[no-untyped-def]
     """An independent S3 client, to check what really reached the store."""
     return boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
-                        aws_secret_access_key=server.secret_key, region_name="us-east-1")
+                        aws_secret_access_key=server.secret_key, region_name="us-east-1",
+                        config=Config(connect_timeout=10, read_timeout=30, retries={"max_attempts": 2}))
 
 
 def store_config(server: S3Server, **overrides: object) -> StoreConfig:

@@ -27,8 +27,19 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[4] == real for line in stream)
 
 
+def fsync_tree(root: Path) -> None:
+    """fsync every file below ``root``: with the write-back cache, that waits for the uploads."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 def force_unmount(path: Path) -> None:
-    subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+    subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30)
 
 
 @dataclass

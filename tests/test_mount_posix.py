@@ -5,13 +5,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
+import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.mounting import Mount, Mounter
+from tests.mounting import Mount, Mounter, fsync_tree
 from tests.s3server import S3Server
 
 
@@ -21,6 +24,12 @@ def bucket_of(mnt: Mount) -> str:
 
 def head(s3: Any, mnt: Mount, key: str) -> dict[str, Any]:
     return s3.head_object(Bucket=bucket_of(mnt), Key=key)  # type: ignore[no-any-return]
+
+
+def stored_keys(s3: Any, mnt: Mount) -> list[str]:
+    """The keys in the store once every pending upload of the mount is done."""
+    fsync_tree(mnt.path)
+    return keys(s3, bucket_of(mnt))
 
 
 def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
@@ -36,6 +45,7 @@ def test_write_read_and_store_format(mnt: Mount, s3: Any) -> None:
     assert path.read_bytes() == b"hello world\n"
     st = path.stat()
     assert st.st_size == 12 and stat.S_ISREG(st.st_mode)
+    fsync_tree(mnt.path)
     obj = head(s3, mnt, "hello.txt")
     assert obj["ContentLength"] == 12
     assert int(obj["Metadata"]["mode"]) == st.st_mode
@@ -62,6 +72,7 @@ def test_random_writes_append_and_truncate(mnt: Mount, s3: Any) -> None:
     with open(path, "r+b") as f:
         f.truncate(20)
     assert path.read_bytes() == payload[:10] + b"\0" * 10
+    fsync_tree(mnt.path)
     assert s3.get_object(Bucket=bucket_of(mnt), Key="data.bin")["Body"].read() == payload[:10] + b"\0" * 10
 
 
@@ -70,6 +81,7 @@ def test_large_file_multipart(mounter: Mounter, moto: S3Server, bucket: str, s3:
     payload = os.urandom(12 << 20)
     (mnt.path / "big").write_bytes(payload)
     assert (mnt.path / "big").read_bytes() == payload
+    fsync_tree(mnt.path)
     obj = head(s3, mnt, "big")
     assert obj["ETag"].strip('"').endswith("-3")  # three 5 MiB parts
     assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == payload
@@ -93,7 +105,7 @@ def test_directories(mnt: Mount, s3: Any) -> None:
     os.rmdir(mnt.path / "a" / "b")
     os.rmdir(mnt.path / "a")
     assert os.listdir(mnt.path) == ["empty"]
-    assert keys(s3, bucket_of(mnt)) == ["empty/"]
+    assert stored_keys(s3, mnt) == ["empty/"]
 
 
 def open_for_write(path: Path, mode: str = "w") -> None:
@@ -129,11 +141,12 @@ def test_rename_file_and_tree(mnt: Mount, s3: Any) -> None:
     os.chmod(mnt.path / "src" / "f2", 0o600)
     os.rename(mnt.path / "src" / "f2", mnt.path / "src" / "f3")
     assert stat.S_IMODE((mnt.path / "src" / "f3").stat().st_mode) == 0o600
+    fsync_tree(mnt.path / "src" / "sub")  # one file stored, one still pending, when the tree moves
     os.rename(mnt.path / "src", mnt.path / "dst")
     assert not (mnt.path / "src").exists()
     assert (mnt.path / "dst" / "sub" / "f1").read_text() == "one"
     assert (mnt.path / "dst" / "f3").read_text() == "two"
-    assert keys(s3, bucket_of(mnt)) == ["dst/", "dst/f3", "dst/sub/", "dst/sub/f1"]
+    assert stored_keys(s3, mnt) == ["dst/", "dst/f3", "dst/sub/", "dst/sub/f1"]
     assert int(head(s3, mnt, "dst/f3")["Metadata"]["mode"]) & 0o777 == 0o600
     # rename over an existing file replaces it
     (mnt.path / "other").write_text("old")
@@ -148,7 +161,7 @@ def test_rename_while_open_for_writing(mnt: Mount, s3: Any) -> None:
         os.rename(mnt.path / "tmpfile", mnt.path / "final")
         f.write(" more")
     assert (mnt.path / "final").read_text() == "content more"
-    assert keys(s3, bucket_of(mnt)) == ["final"]
+    assert stored_keys(s3, mnt) == ["final"]
 
 
 def test_symlink(mnt: Mount, s3: Any) -> None:
@@ -169,6 +182,7 @@ def test_chmod_chown_utimens_persist(mnt: Mount, s3: Any) -> None:
     os.chown(path, 1234, 5678)
     os.utime(path, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
     st = path.stat()
+    fsync_tree(mnt.path)
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 1234, 5678)
     assert st.st_mtime_ns == 1_600_000_000_123_456_789
     meta = head(s3, mnt, "f")["Metadata"]
@@ -241,6 +255,7 @@ def test_prefix_mount(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) ->
     assert os.listdir(mnt.path) == ["inside"]
     (mnt.path / "new").write_text("n")
     (mnt.path / "sub").mkdir()
+    fsync_tree(mnt.path)
     assert keys(s3, bucket) == ["outside", "team/a/inside", "team/a/new", "team/a/sub/"]
 
 
@@ -259,4 +274,22 @@ def test_unlink_open_file_keeps_handle(mnt: Mount, s3: Any) -> None:
         os.unlink(mnt.path / "f")
         assert not (mnt.path / "f").exists()
         assert f.read() == "before"
-    assert keys(s3, bucket_of(mnt)) == []
+    assert stored_keys(s3, mnt) == []
+
+
+def test_fsgroup_lets_a_group_member_write(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+    s3.put_object(Bucket=bucket, Key="existing", Body=b"x")
+    public = Path(tempfile.mkdtemp(prefix="obsfs-fsgroup-"))  # pytest's tmp dirs are 0700
+    public.chmod(0o755)
+    (public / "mnt").mkdir()
+    result, mnt = mounter.run(moto, bucket, public / "mnt", "fsgroup=4321,allow_other")
+    assert result.returncode == 0, result.stderr
+    st = (mnt.path / "existing").stat()
+    assert st.st_gid == 4321 and st.st_mode & 0o060 == 0o060
+    # a non-root process in that group (as a pod with fsGroup runs) can write and create
+    script = (f"open('{mnt.path}/existing', 'a').write('y'); open('{mnt.path}/new', 'w').write('z')")
+    result = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--groups=4321", sys.executable, "-c",
+                             script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (mnt.path / "existing").read_text() == "xy"
+    assert (mnt.path / "new").stat().st_uid == 1000

@@ -7,6 +7,7 @@ off (``max_retry_count=0``): ``retry.py`` owns the policy so that every call has
 
 from __future__ import annotations
 
+import calendar
 import email.utils
 import functools
 import http.client
@@ -76,7 +77,7 @@ def classify(status: int, code: str | None, what: str, key: str | None) -> Store
             return BadCredentials(f"{what}: the secret key does not match the access key", status=status,
                                   code=code, key=key)
         return AccessDenied(f"{what}: access denied", status=status, code=code, key=key)
-    if status == 401:
+    if status == 401 or code in _CREDENTIAL_CODES:
         return BadCredentials(f"{what}: not authenticated", status=status, code=code, key=key)
     if status == 412:
         return PreconditionFailed(detail, status=status, code=code, key=key)
@@ -107,13 +108,18 @@ def _parse_http_date(value: str | None) -> float:
 
 
 def _parse_listing_date(value: str | None) -> float:
-    """Listings give ``YYYY/MM/DD HH:MM:SS`` in the process's local zone (SDK quirk)."""
+    """Undo the SDK's conversion of listing times to local time.
+
+    It computes ``localtime(mktime(utc_struct) - timezone)``, which is off by the DST shift while
+    DST is in effect. Inverting those exact steps gives the true time in any zone.
+    """
     if not value:
         return 0.0
     try:
-        return time.mktime(time.strptime(value, "%Y/%m/%d %H:%M:%S"))
+        skewed = time.mktime(time.strptime(value, "%Y/%m/%d %H:%M:%S"))
     except ValueError:
         return _parse_http_date(value)
+    return float(calendar.timegm(time.localtime(skewed + time.timezone)))
 
 
 def _check_key(key: str) -> None:

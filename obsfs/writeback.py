@@ -1,0 +1,162 @@
+"""When dirty files go to the store: a short delay, N parallel workers, retries, and waiting.
+
+``close()`` only makes the data durable locally (see ``journal.py``) and calls ``schedule``; the
+upload happens here, in the background. The short delay lets the common "write a temp file,
+chmod, utime, rename" sequence (rsync, editors, git) end in one PUT of the final name instead of
+a PUT, three COPYs and a DELETE.
+
+A dispatcher task hands ready nodes through a zero-capacity channel to ``workers`` upload tasks,
+so at most that many uploads run and nothing queues inside the channel. A failed upload stays
+dirty and is retried with a growing delay, for ever: its data is safe in the cache, and dropping
+it would lose acknowledged writes. ``fsync`` waits for the upload of its version and reports its
+failure; writers wait (backpressure) while more than ``max_dirty`` bytes wait for upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from obsfs.errors import ObsfsError
+from obsfs.inodes import Node
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY = 60.0
+
+
+class WriteBack:
+    def __init__(self, upload: Callable[[Node], Awaitable[None]], *, workers: int, delay: float,
+                 max_dirty: int) -> None:
+        self._upload = upload
+        self.workers = workers
+        self.delay = delay
+        self.max_dirty = max_dirty
+        self._due: dict[Node, float] = {}  # waiting nodes -> trio time they may start
+        self._active: set[Node] = set()
+        self._bytes: dict[Node, int] = {}  # bytes each waiting or active node will send
+        self._failures: dict[Node, int] = {}
+        self._last: dict[Node, tuple[int, BaseException | None]] = {}  # version tried, its error
+        self._wakeup = trio.Event()
+        self._progress = trio.Event()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def queued_bytes(self) -> int:
+        return sum(self._bytes.values())
+
+    def busy(self, node: Node) -> bool:
+        return node in self._due or node in self._active
+
+    def pending(self) -> list[Node]:
+        return list(self._due) + [n for n in self._active if n not in self._due]
+
+    def _notify(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    # -- producers ---------------------------------------------------------------------------
+    def schedule(self, node: Node, delay: float | None = None) -> None:
+        """Upload ``node`` after ``delay`` (default: the configured delay), unless already due sooner."""
+        start = trio.current_time() + (self.delay if delay is None else delay)
+        if node not in self._due or start < self._due[node]:
+            self._due[node] = start
+        if node.staged is not None:
+            self._bytes[node] = node.staged.size()
+        self._wakeup.set()
+
+    def cancel(self, node: Node) -> None:
+        """The file was deleted: nothing to upload any more."""
+        self._due.pop(node, None)
+        if node not in self._active:
+            self._bytes.pop(node, None)
+        self._failures.pop(node, None)
+        self._last.pop(node, None)
+        self._notify()
+
+    async def wait_uploaded(self, node: Node) -> None:
+        """Return once the store has the current version of ``node``; raise if its upload failed."""
+        if node.staged is None:
+            return
+        target = node.staged.version
+        self.schedule(node, delay=0)
+        while node.staged is not None and node.staged.synced_version < target and node.path is not None:
+            tried, error = self._last.get(node, (-1, None))
+            if error is not None and tried >= target:
+                raise error
+            if not self.busy(node):
+                self.schedule(node, delay=0)
+            await self._progress.wait()
+
+    async def wait_for_room(self) -> None:
+        """Backpressure for writers; never waits on uploads that cannot start (nothing queued)."""
+        while self.queued_bytes > self.max_dirty and (self._due or self._active):
+            await self._progress.wait()
+
+    async def drain(self, deadline: float) -> list[Node]:
+        """Upload everything now; returns the nodes still not uploaded when ``deadline`` passes."""
+        now = trio.current_time()
+        for node in self._due:
+            self._due[node] = now
+        self._wakeup.set()
+        with trio.move_on_after(deadline):
+            while self._due or self._active:
+                await self._progress.wait()
+        return self.pending()
+
+    # -- tasks -------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        send, receive = trio.open_memory_channel[Node](0)
+        async with trio.open_nursery() as nursery:
+            for number in range(self.workers):
+                nursery.start_soon(self._worker, receive.clone(), name=f"upload-worker-{number}")
+            receive.close()
+            task_status.started()
+            await self._dispatch(send)
+
+    async def _dispatch(self, send: trio.MemorySendChannel[Node]) -> None:
+        async with send:
+            while True:
+                now = trio.current_time()
+                ready = [n for n, t in self._due.items() if t <= now and n not in self._active]
+                if not ready:
+                    next_start = min((t for n, t in self._due.items() if n not in self._active), default=math.inf)
+                    with trio.move_on_at(next_start):
+                        await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                    continue
+                node = min(ready, key=lambda n: self._due[n])
+                del self._due[node]
+                self._active.add(node)
+                await send.send(node)
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[Node]) -> None:
+        async with receive:
+            async for node in receive:
+                version = node.staged.version if node.staged is not None else -1
+                error: BaseException | None = None
+                try:
+                    await self._upload(node)
+                except (ObsfsError, OSError) as exc:
+                    error = exc
+                finally:
+                    self._active.discard(node)
+                self._last[node] = (version, error)
+                if error is not None:
+                    failures = self._failures.get(node, 0) + 1
+                    self._failures[node] = failures
+                    retry = min(MAX_RETRY_DELAY, 2.0 * 2 ** (failures - 1))
+                    log.warning("upload of %s failed (attempt %d, next in %.0f s): %s", node.path, failures,
+                                retry, error)
+                    self.schedule(node, delay=retry)
+                else:
+                    self._failures.pop(node, None)
+                    if node.staged is not None and node.staged.dirty and node.path is not None:
+                        self.schedule(node)  # written again during the upload
+                    elif node not in self._due:
+                        self._bytes.pop(node, None)
+                        self._last.pop(node, None)
+                self._notify()

@@ -1,0 +1,716 @@
+"""ObsStore against a real moto server over HTTP, the pure error classifier, and AsyncStore.
+
+What reached the store is checked with boto3, an independent client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import trio
+
+from obsfs.backend.aio import AsyncStore
+from obsfs.backend.base import ObjectStore, StoreConfig
+from obsfs.backend.obs import ObsStore, bare_etag, classify
+from obsfs.errors import (
+    AccessDenied,
+    BadCredentials,
+    BucketNotFound,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    TemporaryFailure,
+)
+from tests.conftest import boto_client, store_config
+from tests.s3server import S3Server, free_port, start_moto
+
+MiB = 1 << 20
+META = {"mode": "33188", "uid": "1000", "gid": "1000", "mtime": "1700000000.5"}
+ODD_KEYS = ["with space", "ü/umlaut", "a+b", "percent%41", "sp ace/plus+/ü%2F.txt"]
+
+
+@pytest.fixture
+def store(moto: S3Server, bucket: str) -> Iterator[ObsStore]:
+    st = ObsStore(store_config(moto), bucket)
+    yield st
+    st.close()
+
+
+def put_many(s3: Any, bucket: str, keys: list[str]) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b"x"), keys))
+
+
+def boto_keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(out)
+
+
+# -- classify (pure) -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("status", "code", "kind"), [
+    (404, "NoSuchBucket", BucketNotFound),
+    (404, "NoSuchKey", NotFound),
+    (404, None, NotFound),
+    (403, "SignatureDoesNotMatch", BadCredentials),
+    (403, "InvalidAccessKeyId", BadCredentials),
+    (403, "AccessDenied", AccessDenied),
+    (403, None, AccessDenied),
+    (401, None, BadCredentials),
+    (412, "PreconditionFailed", PreconditionFailed),
+    (412, None, PreconditionFailed),
+    (409, "BucketNotEmpty", Conflict),
+    (409, "BucketAlreadyExists", Conflict),
+    (429, None, TemporaryFailure),
+    (408, None, TemporaryFailure),
+    (500, "InternalError", TemporaryFailure),
+    (503, "SlowDown", TemporaryFailure),
+    (503, None, TemporaryFailure),
+    (400, "RequestTimeout", TemporaryFailure),
+    (400, "InvalidRequest", InvalidRequest),
+    (400, None, InvalidRequest),
+    (416, "InvalidRange", InvalidRequest),
+])
+def test_classify(status: int, code: str | None, kind: type[StoreError]) -> None:
+    exc = classify(status, code, "GET some/key", "some/key")
+    assert type(exc) is kind
+    assert (exc.status, exc.code, exc.key) == (status, code, "some/key")
+    assert str(exc).startswith("GET some/key: ")
+
+
+def test_classify_authorization_header_malformed() -> None:
+    assert isinstance(classify(400, "AuthorizationHeaderMalformed", "LIST", None), BadCredentials)
+
+
+def test_classify_messages_say_what_is_wrong() -> None:
+    assert "secret key does not match" in str(classify(403, "SignatureDoesNotMatch", "LIST", None))
+    assert "does not know this access key" in str(classify(403, "InvalidAccessKeyId", "LIST", None))
+    assert "bucket does not exist" in str(classify(404, "NoSuchBucket", "LIST", None))
+    assert "HTTP 503 SlowDown" in str(classify(503, "SlowDown", "PUT k", "k"))
+
+
+def test_bare_etag() -> None:
+    assert bare_etag('"abc-2"') == "abc-2"
+    assert bare_etag(" abc ") == "abc"
+    assert bare_etag(None) == ""
+
+
+def test_config_repr_hides_keys() -> None:
+    config = StoreConfig(endpoint="http://x", access_key="AKID-visible?", secret_key="TOPSECRET")
+    assert "TOPSECRET" not in repr(config)
+    assert "AKID-visible?" not in repr(config)
+    with pytest.raises(ValueError):
+        StoreConfig(endpoint="http://x", signature="v3")
+
+
+# -- objects -------------------------------------------------------------------------------------
+
+def test_head(store: ObsStore, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="f.bin", Body=b"0123456789", ContentType="application/x-test",
+                  Metadata={"mode": "33261", "uid": "42"})
+    info = store.head("f.bin")
+    assert info.key == "f.bin"
+    assert info.size == 10
+    assert info.content_type == "application/x-test"
+    assert info.metadata is not None
+    assert info.metadata["mode"] == "33261"
+    assert info.metadata["uid"] == "42"
+    boto = s3.head_object(Bucket=bucket, Key="f.bin")
+    assert info.etag == boto["ETag"].strip('"')
+    assert '"' not in info.etag
+    assert abs(info.last_modified - boto["LastModified"].timestamp()) < 1
+
+
+def test_head_missing_and_empty_key(store: ObsStore) -> None:
+    with pytest.raises(NotFound) as err:
+        store.head("missing")
+    assert err.value.status == 404
+    assert err.value.key == "missing"
+    with pytest.raises(InvalidRequest):
+        store.head("")  # the SDK would HEAD the bucket instead
+
+
+def test_get_range(store: ObsStore, s3: Any, bucket: str) -> None:
+    data = bytes(range(256)) * 8
+    s3.put_object(Bucket=bucket, Key="r", Body=data)
+    assert store.get_range("r", 0, 10) == data[:10]
+    assert store.get_range("r", 100, 300) == data[100:400]
+    assert store.get_range("r", len(data) - 5, 100) == data[-5:]  # short only at the end
+    assert store.get_range("r", len(data), 10) == b""  # starts at EOF
+    assert store.get_range("r", len(data) + 1000, 10) == b""  # starts past EOF
+    assert store.get_range("r", 0, 0) == b""
+    with pytest.raises(NotFound):
+        store.get_range("missing", 0, 10)
+
+
+def test_get_range_with_etag(store: ObsStore, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="r", Body=b"version one")
+    etag = store.head("r").etag
+    assert store.get_range("r", 0, 7, etag=etag) == b"version"
+    s3.put_object(Bucket=bucket, Key="r", Body=b"version two")
+    with pytest.raises(PreconditionFailed):
+        store.get_range("r", 0, 7, etag=etag)
+
+
+def test_get_to_file(store: ObsStore, s3: Any, bucket: str, tmp_path: Path) -> None:
+    data = os.urandom(2 * MiB + 12345)  # more than one read chunk
+    s3.put_object(Bucket=bucket, Key="big", Body=data)
+    target = tmp_path / "out"
+    target.write_bytes(b"z" * (3 * MiB))  # longer than the object: must be truncated
+    fd = os.open(target, os.O_RDWR)
+    try:
+        assert store.get_to_file("big", fd) == len(data)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == data
+
+
+def test_get_to_file_missing_and_stale(store: ObsStore, s3: Any, bucket: str, tmp_path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"abc")
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(NotFound):
+            store.get_to_file("missing", fd)
+        with pytest.raises(PreconditionFailed):
+            store.get_to_file("k", fd, etag="0" * 32)
+        assert store.get_to_file("k", fd, etag=store.head("k").etag) == 3
+    finally:
+        os.close(fd)
+
+
+def test_put_file(store: ObsStore, s3: Any, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src.txt"
+    data = os.urandom(100_000)
+    src.write_bytes(data)
+    etag = store.put_file("dir/noext", str(src), metadata=META, content_type="application/octet-stream")
+    got = s3.get_object(Bucket=bucket, Key="dir/noext")
+    assert got["Body"].read() == data
+    assert got["Metadata"] == META
+    assert got["ContentType"] == "application/octet-stream"  # not guessed from src.txt
+    assert etag == got["ETag"].strip('"')
+
+
+def test_put_file_conditions(store: ObsStore, s3: Any, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"new")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"old")
+    current = store.head("k").etag
+    with pytest.raises(PreconditionFailed):
+        store.put_file("k", str(src), metadata={}, content_type="text/plain", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put_file("k", str(src), metadata={}, content_type="text/plain", if_match="0" * 32)
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"old"
+    # A quoted ETag works too: the store strips the quotes the SDK would percent-encode.
+    store.put_file("k", str(src), metadata={}, content_type="text/plain", if_match=f'"{current}"')
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"new"
+    store.put_file("fresh", str(src), metadata={}, content_type="text/plain", if_none_match=True)
+    assert s3.get_object(Bucket=bucket, Key="fresh")["Body"].read() == b"new"
+
+
+def test_put_bytes(store: ObsStore, s3: Any, bucket: str) -> None:
+    etag = store.put_bytes("link.jpg", b"target/path", metadata={"mode": "41471"}, content_type="text/plain")
+    got = s3.get_object(Bucket=bucket, Key="link.jpg")
+    assert got["Body"].read() == b"target/path"
+    assert got["Metadata"] == {"mode": "41471"}
+    assert got["ContentType"] == "text/plain"  # not image/jpeg from the key
+    assert etag == got["ETag"].strip('"')
+    store.put_bytes("d/", b"", metadata=META, content_type="application/x-directory")
+    marker = s3.head_object(Bucket=bucket, Key="d/")
+    assert marker["ContentLength"] == 0
+    assert marker["ContentType"] == "application/x-directory"
+    assert marker["Metadata"] == META
+
+
+def test_multipart(store: ObsStore, s3: Any, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    data = os.urandom(5 * MiB + 4321)
+    src.write_bytes(data)
+    upload_id = store.initiate_multipart("mp", metadata=META, content_type="application/x-mp")
+    # Parts may finish in any order; complete sorts them.
+    second = store.upload_part("mp", upload_id, 2, str(src), 5 * MiB, len(data) - 5 * MiB)
+    first = store.upload_part("mp", upload_id, 1, str(src), 0, 5 * MiB)
+    assert '"' not in first + second
+    store.complete_multipart("mp", upload_id, [(2, second), (1, first)])
+    got = s3.get_object(Bucket=bucket, Key="mp")
+    assert got["Body"].read() == data
+    assert got["Metadata"] == META
+    assert got["ContentType"] == "application/x-mp"
+    assert store.head("mp").etag.endswith("-2")
+
+
+def test_abort_multipart(store: ObsStore, s3: Any, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 1000)
+    upload_id = store.initiate_multipart("mp", metadata={}, content_type="text/plain")
+    store.upload_part("mp", upload_id, 1, str(src), 0, 1000)
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == [upload_id]
+    store.abort_multipart("mp", upload_id)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    store.abort_multipart("mp", "no-such-upload")  # unknown id: not an error
+    with pytest.raises(NotFound):
+        store.head("mp")
+
+
+def test_copy_replaces_metadata_and_content_type(store: ObsStore, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="src", Body=b"payload", ContentType="text/plain",
+                  Metadata={"mode": "33188", "stale": "yes"})
+    store.copy("src", "dst", metadata={"mode": "33216"}, content_type="application/x-new")
+    dst = s3.get_object(Bucket=bucket, Key="dst")
+    assert dst["Body"].read() == b"payload"
+    assert dst["Metadata"] == {"mode": "33216"}  # all of it replaced
+    assert dst["ContentType"] == "application/x-new"
+    assert s3.head_object(Bucket=bucket, Key="src")["Metadata"] == {"mode": "33188", "stale": "yes"}
+
+
+def test_copy_onto_itself_is_chmod(store: ObsStore, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="f", Body=b"data", ContentType="text/plain", Metadata={"mode": "33188"})
+    etag = store.head("f").etag
+    store.copy("f", "f", metadata={"mode": "33261"}, content_type="text/plain", size=4)
+    info = store.head("f")
+    assert info.metadata is not None and info.metadata["mode"] == "33261"
+    assert info.etag == etag
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"data"
+
+
+def test_copy_missing_source(store: ObsStore) -> None:
+    with pytest.raises(NotFound):
+        store.copy("missing", "dst", metadata={}, content_type="text/plain")
+    with pytest.raises(NotFound):
+        store.copy("missing", "dst", metadata={}, content_type="text/plain", size=10)
+
+
+def test_delete(store: ObsStore, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    store.delete("k")
+    assert boto_keys(s3, bucket) == []
+    store.delete("k")  # missing: fine
+    store.delete("never-existed")
+    with pytest.raises(InvalidRequest):
+        store.delete("")
+
+
+def test_delete_many_more_than_one_batch(store: ObsStore, s3: Any, bucket: str) -> None:
+    keys = [f"del/k{i:05d}" for i in range(1100)]
+    put_many(s3, bucket, keys)
+    s3.put_object(Bucket=bucket, Key="keep", Body=b"x")
+    assert len(boto_keys(s3, bucket, "del/")) == 1100
+    store.delete_many(iter(keys + ["del/missing"]))  # any iterable; missing keys are fine
+    assert boto_keys(s3, bucket) == ["keep"]
+    store.delete_many([])
+
+
+def test_odd_keys(store: ObsStore, s3: Any, bucket: str) -> None:
+    for key in ODD_KEYS:
+        store.put_bytes(key, key.encode(), metadata={"mode": "33188"}, content_type="text/plain")
+    assert boto_keys(s3, bucket) == sorted(ODD_KEYS)
+    for key in ODD_KEYS:
+        assert store.head(key).size == len(key.encode())
+        assert store.get_range(key, 0, 100) == key.encode()
+    page = store.list("", delimiter=None)
+    assert sorted(o.key for o in page.objects) == sorted(ODD_KEYS)
+    store.copy("a+b", "a+b copy", metadata={}, content_type="text/plain")
+    assert s3.get_object(Bucket=bucket, Key="a+b copy")["Body"].read() == b"a+b"
+    store.delete_many([*ODD_KEYS, "a+b copy"])
+    assert boto_keys(s3, bucket) == []
+
+
+# -- listing ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def many(moto: S3Server) -> tuple[str, list[str]]:
+    """A bucket with 1100 files in ``many/`` plus one subdirectory before and one after them."""
+    s3 = boto_client(moto)
+    name = f"t-many-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    files = [f"many/k{i:05d}" for i in range(1100)]
+    put_many(s3, name, [*files, "many/a-dir/x", "many/z-dir/y", "many/z-dir/sub/z", "other"])
+    return name, files
+
+
+def list_all(store: ObsStore, prefix: str, delimiter: str | None, max_keys: int) -> tuple[list[str], list[str],
+                                                                                          int]:
+    keys: list[str] = []
+    prefixes: list[str] = []
+    marker: str | None = None
+    pages = 0
+    while True:
+        page = store.list(prefix, delimiter, marker, max_keys)
+        pages += 1
+        keys += [o.key for o in page.objects]
+        # moto repeats every common prefix on every page; real servers do not. Keep the first.
+        prefixes += [p for p in page.prefixes if p not in prefixes]
+        if page.next_marker is None:
+            return keys, prefixes, pages
+        assert pages < 100, "listing does not end"
+        marker = page.next_marker
+
+
+def test_list_with_delimiter_across_pages(moto: S3Server, many: tuple[str, list[str]]) -> None:
+    name, files = many
+    store = ObsStore(store_config(moto), name)
+    keys, prefixes, pages = list_all(store, "many/", "/", 1000)
+    assert pages >= 2
+    assert keys == files
+    assert prefixes == ["many/a-dir/", "many/z-dir/"]
+
+
+def test_list_without_delimiter(moto: S3Server, many: tuple[str, list[str]]) -> None:
+    name, files = many
+    store = ObsStore(store_config(moto), name)
+    keys, prefixes, pages = list_all(store, "many/", None, 1000)
+    assert prefixes == []
+    assert keys == sorted([*files, "many/a-dir/x", "many/z-dir/y", "many/z-dir/sub/z"])
+    assert pages == 2
+
+
+def test_list_small_pages(moto: S3Server, many: tuple[str, list[str]]) -> None:
+    name, files = many
+    store = ObsStore(store_config(moto), name)
+    keys, prefixes, pages = list_all(store, "many/", "/", 300)
+    assert keys == files
+    assert prefixes == ["many/a-dir/", "many/z-dir/"]
+    assert pages >= 4
+
+
+def test_list_root_and_entries(moto: S3Server, many: tuple[str, list[str]]) -> None:
+    name, _ = many
+    store = ObsStore(store_config(moto), name)
+    page = store.list("", "/")
+    assert page.prefixes == ["many/"]
+    assert [o.key for o in page.objects] == ["other"]
+    entry = page.objects[0]
+    assert entry.size == 1
+    assert entry.metadata is None  # listings carry none: "unknown", not "empty"
+    assert '"' not in entry.etag and entry.etag
+    assert page.next_marker is None
+    assert store.list("many/z-dir/", "/").prefixes == ["many/z-dir/sub/"]
+    assert store.list("nothing/", "/") == store.list("nothing/", None)
+    assert store.list("nothing/", "/").objects == []
+
+
+def test_list_missing_bucket(moto: S3Server) -> None:
+    store = ObsStore(store_config(moto), f"t-missing-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(BucketNotFound):
+        store.list("")
+
+
+def _zone_with_dst_now() -> str | None:
+    for zone in ("Australia/Sydney", "Europe/Berlin", "America/New_York"):
+        if not os.path.exists(f"/usr/share/zoneinfo/{zone}"):
+            continue
+        old = os.environ.get("TZ")
+        os.environ["TZ"] = zone
+        time.tzset()
+        dst = time.localtime().tm_isdst > 0
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+        if dst:
+            return zone
+    return None
+
+
+@pytest.fixture
+def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    def use(zone: str) -> None:
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+
+    yield use
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_listing_time_in_a_zone_without_dst(store: ObsStore, local_zone: Callable[[str], None]) -> None:
+    """The SDK turns listing times into local time; the store must turn them back."""
+    local_zone("Asia/Shanghai")
+    store.put_bytes("k", b"x", metadata={}, content_type="text/plain")
+    listed = store.list("").objects[0].last_modified
+    assert abs(listed - store.head("k").last_modified) < 1.5
+
+
+def test_listing_time_in_a_zone_with_dst(store: ObsStore, local_zone: Callable[[str], None]) -> None:
+    zone = _zone_with_dst_now()
+    assert zone is not None, "no zone with DST in effect today"
+    local_zone(zone)
+    store.put_bytes("k", b"x", metadata={}, content_type="text/plain")
+    listed = store.list("").objects[0].last_modified
+    assert abs(listed - store.head("k").last_modified) < 1.5
+
+
+# -- bucket ----------------------------------------------------------------------------------------
+
+def test_bucket_lifecycle_is_idempotent(moto: S3Server, s3: Any) -> None:
+    name = f"t-life-{uuid.uuid4().hex[:10]}"
+    store = ObsStore(store_config(moto), name)
+    assert store.bucket_exists() is False
+    store.create_bucket()
+    assert store.bucket_exists() is True
+    store.create_bucket()  # we own it already: fine
+    store.put_bytes("k", b"x", metadata={}, content_type="text/plain")
+    with pytest.raises(Conflict):
+        store.delete_bucket()
+    assert store.bucket_exists() is True
+    store.delete("k")
+    store.delete_bucket()
+    assert store.bucket_exists() is False
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    store.delete_bucket()  # already gone: fine
+
+
+def test_check_access(store: ObsStore, moto: S3Server) -> None:
+    store.check_access()
+    store.check_access("some/prefix/")
+    name = f"t-missing-{uuid.uuid4().hex[:8]}"
+    missing = ObsStore(store_config(moto), name)
+    with pytest.raises(BucketNotFound) as err:
+        missing.check_access()
+    assert name in str(err.value)
+    assert moto.endpoint in str(err.value)
+    assert moto.secret_key not in str(err.value)
+
+
+@pytest.mark.parametrize("signature", ["v2", "v4", "obs"])
+def test_signatures(moto: S3Server, bucket: str, s3: Any, signature: str) -> None:
+    store = ObsStore(store_config(moto, signature=signature), bucket)
+    store.put_bytes("sig", b"signed", metadata={"mode": "33188"}, content_type="text/plain")
+    assert s3.head_object(Bucket=bucket, Key="sig")["Metadata"] == {"mode": "33188"}
+    info = store.head("sig")
+    assert info.metadata is not None and info.metadata["mode"] == "33188"
+    assert store.get_range("sig", 0, 100) == b"signed"
+    assert [o.key for o in store.list("").objects] == ["sig"]
+    store.delete("sig")
+    assert boto_keys(s3, bucket) == []
+
+
+# -- transport failures ----------------------------------------------------------------------------
+
+def test_connection_refused_is_temporary() -> None:
+    port = free_port()  # nothing listens here
+    config = StoreConfig(endpoint=f"http://127.0.0.1:{port}", access_key="ak", secret_key="SECRET-XYZ",
+                         path_style=True, socket_timeout=2)
+    store = ObsStore(config, "b")
+    start = time.monotonic()
+    with pytest.raises(TemporaryFailure, match="connection refused") as err:
+        store.head("k")
+    assert time.monotonic() - start < 1.0  # the SDK's own retries (0.2 + 0.4 + 0.8 s) are off
+    assert err.value.key == "k"
+    assert "SECRET-XYZ" not in str(err.value)
+    with pytest.raises(TemporaryFailure):
+        store.list("")
+    with pytest.raises(TemporaryFailure):
+        store.bucket_exists()
+
+
+def test_server_going_away() -> None:
+    """A store that worked, then a crash: the sync call fails at once, the async one at its deadline."""
+    server = start_moto()
+    try:
+        s3 = boto_client(server)
+        s3.create_bucket(Bucket="t-going-away")
+        store = ObsStore(store_config(server), "t-going-away")
+        store.put_bytes("k", b"x", metadata={}, content_type="text/plain")
+        assert store.head("k").size == 1
+        server.kill()
+        with pytest.raises(TemporaryFailure):
+            store.head("k")
+        astore = AsyncStore(store, read_deadline=1.5, write_deadline=1.5)
+
+        async def head() -> None:
+            await astore.head("k")
+
+        start = time.monotonic()
+        with pytest.raises(TemporaryFailure) as err:
+            trio.run(head)
+        elapsed = time.monotonic() - start
+        assert elapsed < 10  # gave up at its deadline: no hang
+        assert "gave up after" in str(err.value)
+        attempts = int(str(err.value).split("gave up after ")[1].split()[0])
+        assert attempts >= 3
+    finally:
+        server.kill()
+
+
+# -- AsyncStore --------------------------------------------------------------------------------------
+
+def test_async_store_round_trip(moto: S3Server, bucket: str, s3: Any, tmp_path: Path) -> None:
+    store = AsyncStore(ObsStore(store_config(moto), bucket), read_deadline=10, write_deadline=10)
+    src = tmp_path / "src"
+    src.write_bytes(b"0123456789")
+
+    async def main() -> None:
+        await store.check_access()
+        etag = await store.put_file("f", str(src), metadata=META, content_type="text/plain")
+        await store.put_bytes("d/", b"", metadata={}, content_type="application/x-directory")
+        info = await store.head("f")
+        assert info.etag == etag
+        assert info.metadata is not None and info.metadata["mode"] == META["mode"]
+        assert await store.get_range("f", 2, 3) == b"234"
+        fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            assert await store.get_to_file("f", fd, etag=etag) == 10
+        finally:
+            os.close(fd)
+        await store.copy("f", "g", metadata={"mode": "1"}, content_type="text/x-g")
+        page = await store.list("", "/")
+        assert sorted(o.key for o in page.objects) == ["f", "g"]
+        assert page.prefixes == ["d/"]
+        await store.delete("f")
+        with pytest.raises(NotFound):
+            await store.head("f")  # not retried: returns at once
+        await store.delete_many(["g", "d/"])
+
+    trio.run(main)
+    assert (tmp_path / "out").read_bytes() == b"0123456789"
+    assert boto_keys(s3, bucket) == []
+
+
+class FakeStore:
+    """Only what the AsyncStore tests call; behaviour set per test."""
+
+    bucket = "fake"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+        self.finished = 0
+        self.calls = 0
+        self.block_head = False
+
+    def _blocking(self) -> None:
+        with self.lock:
+            self.calls += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            assert self.release.wait(10)
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.finished += 1
+
+    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytes:
+        self._blocking()
+        return b"data"
+
+    def head(self, key: str) -> str:
+        if self.block_head:
+            self._blocking()
+        return "head-result"
+
+
+def async_store(fake: object, **kwargs: Any) -> AsyncStore:
+    return AsyncStore(cast(ObjectStore, fake), **kwargs)
+
+
+def test_bulk_reads_do_not_starve_metadata_calls() -> None:
+    fake = FakeStore()
+    store = async_store(fake, read_deadline=10, write_deadline=10, data_threads=2)
+
+    async def main() -> None:
+        results: list[bytes] = []
+
+        async def read() -> None:
+            results.append(await store.get_range("k", 0, 4))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(read)
+            with trio.fail_after(5):
+                while fake.active < 2:
+                    await trio.sleep(0.01)
+                await trio.sleep(0.1)
+                assert fake.active == 2  # the data limiter holds the other three back
+                assert await store.head("k") == "head-result"  # while every data thread is busy
+            fake.release.set()
+        assert results == [b"data"] * 5
+
+    trio.run(main)
+    assert fake.max_active == 2
+    assert fake.finished == 5
+
+
+def test_async_deadlines_differ_for_reads_and_writes() -> None:
+    class Failing:
+        bucket = "fake"
+        heads = 0
+        puts = 0
+
+        def head(self, key: str) -> None:
+            self.heads += 1
+            raise TemporaryFailure("HEAD k: HTTP 503")
+
+        def put_bytes(self, key: str, data: bytes, *, metadata: object, content_type: str) -> str:
+            self.puts += 1
+            raise TemporaryFailure("PUT k: HTTP 503")
+
+    fake = Failing()
+    # With base 0.1 s and jitter 0.5-1.0, a 0.3 s deadline allows at most 3 attempts and a 2 s
+    # deadline at least 5, whatever the random draws: the counts, not the clock, are asserted.
+    store = async_store(fake, read_deadline=0.3, write_deadline=2.0)
+
+    async def main() -> None:
+        with pytest.raises(TemporaryFailure) as read_err:
+            await store.head("k")
+        assert str(read_err.value).startswith(f"HEAD k: HTTP 503 (gave up after {fake.heads} attempts in ")
+        with pytest.raises(TemporaryFailure) as write_err:
+            await store.put_bytes("k", b"", metadata={}, content_type="x/y")
+        assert str(write_err.value).startswith(f"PUT k: HTTP 503 (gave up after {fake.puts} attempts in ")
+
+    trio.run(main)
+    assert 2 <= fake.heads <= 3 < 5 <= fake.puts
+
+
+def test_hanging_metadata_call_is_abandoned_at_the_deadline() -> None:
+    fake = FakeStore()
+    fake.block_head = True
+    store = async_store(fake, read_deadline=0.3, write_deadline=10)
+
+    async def main() -> None:
+        start = trio.current_time()
+        with pytest.raises(TemporaryFailure, match="HEAD k: no answer"):
+            await store.head("k")
+        assert trio.current_time() - start < 5  # abandoned, not waited for
+        assert fake.finished == 0  # the worker thread is still stuck; we did not wait for it
+
+    try:
+        trio.run(main)
+    finally:
+        fake.release.set()
+
+
+def test_data_call_finishes_before_returning() -> None:
+    """A transfer into a local file must not go on behind our back after we gave up on it."""
+    fake = FakeStore()
+    store = async_store(fake, read_deadline=0.3, write_deadline=10)
+    timer = threading.Timer(0.8, fake.release.set)
+
+    async def main() -> None:
+        timer.start()
+        # Late but complete: the result, or the deadline's error; either way only after the worker ended.
+        with contextlib.suppress(TemporaryFailure):
+            assert await store.get_range("k", 0, 4) == b"data"
+        assert fake.finished == 1
+
+    try:
+        trio.run(main)
+    finally:
+        timer.cancel()
+        fake.release.set()

@@ -1,0 +1,167 @@
+"""The write-back cache under failure: nothing that close() or fsync() acknowledged is lost."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from obsfs.mount import state_file
+from tests.conftest import boto_client
+from tests.mounting import Mount, Mounter, force_unmount, fsync_tree, is_mounted
+from tests.s3server import S3Server, start_moto
+
+# Uploads wait a minute: whatever the tests write stays dirty in the cache until they say so.
+HOLD = "upload_delay=60"
+
+
+def kill_daemon(mnt: Mount) -> None:
+    pid = int(state_file(str(mnt.path), "pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    force_unmount(mnt.path)
+    assert not is_mounted(mnt.path)
+
+
+def stored(s3: Any, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+
+
+def remount_and_drain(mounter: Mounter, server: S3Server, bucket: str, *extra: str) -> Mount:
+    """A new daemon on the same cache dir uploads what the old one left; umount waits for it."""
+    mnt = mounter.mount(server, bucket, *extra)
+    assert mnt.umount() == 0
+    return mnt
+
+
+def test_fsync_returns_once_visible_in_store(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+    mnt = mounter.mount(moto, bucket, HOLD)
+    payload = os.urandom(100_000)
+    with open(mnt.path / "f", "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+        assert stored(s3, bucket, "f") == payload  # no waiting: fsync already did
+    # close() alone leaves it in the cache while the upload is held back, yet every reader sees it
+    (mnt.path / "g").write_bytes(b"pending")
+    assert "g" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert (mnt.path / "g").read_bytes() == b"pending"
+    assert "g" in os.listdir(mnt.path)
+
+
+def test_kill_9_during_a_large_write(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+    mnt = mounter.mount(moto, bucket, HOLD, "multipart_size=5")
+    closed = os.urandom(24 << 20)
+    (mnt.path / "closed.bin").write_bytes(closed)
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys\n"
+        "with open(sys.argv[1], 'wb') as f:\n"
+        "    while True:\n"
+        "        f.write(os.urandom(1 << 20))\n"), str(mnt.path / "open.bin")], stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    kill_daemon(mnt)
+    writer.kill()
+    writer.wait()
+    remount_and_drain(mounter, moto, bucket, "multipart_size=5")
+    assert hashlib.sha256(stored(s3, bucket, "closed.bin")).digest() == hashlib.sha256(closed).digest()
+
+
+def test_kill_9_with_many_small_files(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+    mnt = mounter.mount(moto, bucket, HOLD)
+    (mnt.path / "dir").mkdir()
+    files = {f"dir/f{i:03d}": os.urandom(1000 + i) for i in range(200)}
+    for name, data in files.items():
+        (mnt.path / name).write_bytes(data)
+    os.rename(mnt.path / "dir" / "f000", mnt.path / "dir" / "renamed")
+    files["dir/renamed"] = files.pop("dir/f000")
+    os.chmod(mnt.path / "dir" / "f001", 0o600)
+    kill_daemon(mnt)
+    after = remount_and_drain(mounter, moto, bucket)
+    for name, data in files.items():
+        assert stored(s3, bucket, name) == data, name
+    assert int(s3.head_object(Bucket=bucket, Key="dir/f001")["Metadata"]["mode"]) & 0o777 == 0o600
+    assert "f000" not in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert after.umount() == 0 or not is_mounted(after.path)
+
+
+@pytest.fixture
+def private_moto() -> Iterator[S3Server]:
+    server = start_moto()
+    yield server
+    if server.proc is not None:
+        server.proc.send_signal(signal.SIGCONT)
+    server.stop()
+
+
+def test_server_stopped_for_30s_during_writes(mounter: Mounter, private_moto: S3Server) -> None:
+    s3 = boto_client(private_moto)
+    s3.create_bucket(Bucket="outage")
+    mnt = mounter.mount(private_moto, "outage", "readwrite_timeout=2,write_deadline=5,upload_delay=0")
+    assert private_moto.proc is not None
+    before = {f"before{i}": os.urandom(50_000) for i in range(5)}
+    for name, data in before.items():
+        (mnt.path / name).write_bytes(data)
+    private_moto.proc.send_signal(signal.SIGSTOP)  # the server stops answering: connections hang
+    during = {f"during{i}": os.urandom(50_000) for i in range(20)}
+    start = time.monotonic()
+    for name, data in during.items():
+        (mnt.path / name).write_bytes(data)  # close() returns: the data is safe in the cache
+    assert time.monotonic() - start < 20, "writes must not wait for the store"
+    time.sleep(max(0.0, 30 - (time.monotonic() - start)))
+    private_moto.proc.send_signal(signal.SIGCONT)
+    fsync_tree(mnt.path)  # waits for the retried uploads to succeed
+    (mnt.path / "after").write_bytes(b"resumed")
+    fsync_tree(mnt.path)
+    for name, data in {**before, **during, "after": b"resumed"}.items():
+        assert stored(s3, "outage", name) == data, name
+
+
+def test_full_cache_disk(mounter: Mounter, moto: S3Server, bucket: str, s3: Any, tmp_path: Path) -> None:
+    cache = tmp_path / "small-cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(cache)], check=True)
+    try:
+        mnt = mounter.mount(moto, bucket, f"cache_dir={cache},upload_delay=0")
+        kept = os.urandom(4 << 20)
+        (mnt.path / "kept").write_bytes(kept)
+        with pytest.raises(OSError) as err, open(mnt.path / "huge", "wb") as f:
+            for _ in range(64):
+                f.write(os.urandom(1 << 20))
+                f.flush()
+        assert err.value.errno == errno.ENOSPC
+        os.unlink(mnt.path / "huge")
+        (mnt.path / "after").write_bytes(b"space again")
+        fsync_tree(mnt.path)
+        assert mnt.umount() == 0
+        assert stored(s3, bucket, "kept") == kept
+        assert stored(s3, bucket, "after") == b"space again"
+        assert "huge" not in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    finally:
+        force_unmount(next(iter(m.path for m in mounter.mounts)))
+        subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+def test_conflict_keeps_both_versions(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+    mnt = mounter.mount(moto, bucket, HOLD)
+    (mnt.path / "doc").write_bytes(b"v1")
+    fsync_tree(mnt.path)
+    with open(mnt.path / "doc", "wb") as f:
+        f.write(b"ours")
+    s3.put_object(Bucket=bucket, Key="doc", Body=b"theirs")  # another client, meanwhile
+    fsync_tree(mnt.path)
+    listing = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert stored(s3, bucket, "doc") == b"theirs"
+    conflicts = [k for k in listing if k.startswith("doc.obsfs-conflict-")]
+    assert len(conflicts) == 1 and stored(s3, bucket, conflicts[0]) == b"ours"
+    assert "kept both" in mounter.log_text()

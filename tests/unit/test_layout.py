@@ -1,0 +1,122 @@
+"""Path <-> key mapping and name decoding."""
+
+from __future__ import annotations
+
+import pytest
+
+from obsfs.errors import ObsfsError
+from obsfs.layout import (
+    MAX_KEY_BYTES,
+    InvalidName,
+    Layout,
+    decode_name,
+    is_under,
+    join,
+    name_of,
+    parent_of,
+    rebase,
+)
+
+
+@pytest.mark.parametrize(("prefix", "expected"), [
+    ("", ""), ("/", ""), ("a", "a/"), ("/a/b/", "a/b/"), ("a/b", "a/b/"),
+])
+def test_for_prefix(prefix: str, expected: str) -> None:
+    assert Layout.for_prefix(prefix).prefix == expected
+
+
+def test_keys_without_prefix() -> None:
+    layout = Layout.for_prefix("")
+    assert layout.file_key("f") == "f"
+    assert layout.file_key("d/f") == "d/f"
+    assert layout.dir_key("d") == "d/"
+    assert layout.dir_key("") == ""  # the root lists the whole bucket
+    assert layout.path_of("d/f") == "d/f"
+    assert layout.path_of("d/") == "d"
+
+
+def test_keys_with_prefix() -> None:
+    layout = Layout.for_prefix("/vol/1/")
+    assert layout.file_key("f") == "vol/1/f"
+    assert layout.dir_key("d/e") == "vol/1/d/e/"
+    assert layout.dir_key("") == "vol/1/"
+    assert layout.path_of("vol/1/d/e/") == "d/e"
+    assert layout.path_of("vol/1/") == ""
+    assert layout.path_of(layout.file_key("x y/ü+%41")) == "x y/ü+%41"
+
+
+def test_too_long_key() -> None:
+    layout = Layout.for_prefix("p")
+    fits = "x" * (MAX_KEY_BYTES - 2)
+    assert layout.file_key(fits) == "p/" + fits
+    with pytest.raises(InvalidName) as err:
+        layout.file_key(fits + "x")
+    assert err.value.too_long
+    # Bytes count, not characters: "é" is two bytes in UTF-8.
+    with pytest.raises(InvalidName):
+        layout.file_key("é" * (MAX_KEY_BYTES // 2))
+
+
+def test_too_long_dir_key() -> None:
+    path = "x" * MAX_KEY_BYTES
+    assert len(Layout().file_key(path)) == MAX_KEY_BYTES
+    with pytest.raises(InvalidName):
+        Layout().dir_key(path)
+
+
+@pytest.mark.parametrize("name", [b"a", b"a b", "ü+%41".encode(), b"x" * 255, b".hidden", b"..."])
+def test_decode_valid_names(name: bytes) -> None:
+    assert decode_name(name) == name.decode()
+
+
+@pytest.mark.parametrize("name", [b"\xff\xfe", b"a\xc3"])
+def test_invalid_utf8_is_refused(name: bytes) -> None:
+    with pytest.raises(InvalidName) as err:
+        decode_name(name)
+    assert not err.value.too_long
+    assert isinstance(err.value, ObsfsError)
+
+
+@pytest.mark.parametrize("name", [b"", b".", b"..", b"a/b", b"a\0b"])
+def test_reserved_names_are_refused(name: bytes) -> None:
+    with pytest.raises(InvalidName):
+        decode_name(name)
+
+
+def test_too_long_name() -> None:
+    with pytest.raises(InvalidName) as err:
+        decode_name(b"x" * 256)
+    assert err.value.too_long
+    with pytest.raises(InvalidName) as err:
+        decode_name("é".encode() * 128)  # 128 characters, 256 bytes
+    assert err.value.too_long
+
+
+def test_join_parent_name() -> None:
+    assert join("", "a") == "a"
+    assert join("a/b", "c") == "a/b/c"
+    assert parent_of("a/b/c") == "a/b"
+    assert parent_of("a") == ""
+    assert name_of("a/b/c") == "c"
+    assert name_of("a") == "a"
+
+
+@pytest.mark.parametrize(("path", "ancestor", "expected"), [
+    ("a", "a", True),
+    ("a/b", "a", True),
+    ("a/b/c", "a/b", True),
+    ("ab", "a", False),
+    ("ab/c", "a", False),
+    ("a", "a/b", False),
+    ("a", "", True),
+    ("", "", True),
+    ("", "a", False),
+])
+def test_is_under(path: str, ancestor: str, expected: bool) -> None:
+    assert is_under(path, ancestor) is expected
+
+
+def test_rebase() -> None:
+    assert rebase("a", "a", "b") == "b"
+    assert rebase("a/x/y", "a", "b/c") == "b/c/x/y"
+    assert rebase("a/x", "a", "ab") == "ab/x"
