@@ -51,16 +51,18 @@ from obsfs.meta import (
     shown,
     to_metadata,
 )
+from obsfs.metacache import MetaCache
+from obsfs.readcache import ReadCache
 from obsfs.staging import StagedFile, StagingArea
-from obsfs.upload import upload_file
+from obsfs.upload import local_etag, upload_file
 from obsfs.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 NEGATIVE = object()  # stat-cache value for "no such path"
-MIN_READAHEAD = 1 << 20
-MAX_READAHEAD = 16 << 20
+CHUNK = 1 << 20  # unit of ranged GETs and of the read cache
+MAX_AHEAD = 16  # chunks fetched ahead of a sequential reader, in parallel
 BLOCK = 4096
 
 
@@ -132,17 +134,23 @@ class FsConfig:
     upload_workers: int = 16  # files uploading at once
     upload_delay: float = 0.5
     max_dirty: int = 1 << 30
+    hidden: frozenset[str] = frozenset()  # names at the mount root that are not part of the tree
 
 
 @dataclass(eq=False)
 class FileHandle:
     node: Node
     writable: bool
-    buf_start: int = 0
-    buf: bytes = b""
-    next_offset: int = 0
-    window: int = MIN_READAHEAD
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    next_offset: int = 0  # where a sequential reader reads next
+    ahead: int = 0  # readahead window in chunks: doubles while sequential, 0 after a seek
+
+
+@dataclass(eq=False)
+class ChunkFlight:
+    """A chunk being fetched; later readers of the same chunk wait for it instead of a second GET."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
 
 
 @dataclass(eq=False)
@@ -162,13 +170,20 @@ def content_type_for(path: str) -> str:
 class Filesystem(pyfuse3.Operations):
     """pyfuse3 handlers over one bucket or prefix."""
 
+    # No FUSE writeback cache (enable_writeback_cache): with it the kernel stops taking size and
+    # mtime from us for any regular file it has cached, so changes other clients make to a shared
+    # bucket would show with a stale size, and a listing's provisional mtime would stick.
+
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
-                 config: FsConfig) -> None:
+                 read_cache: ReadCache, meta_cache: MetaCache, config: FsConfig) -> None:
         super().__init__()
         self.store = store
         self.layout = layout
         self.staging = staging
         self.journal = journal
+        self.read_cache = read_cache
+        self.meta_cache = meta_cache
+        self._flights: dict[tuple[str, str, int], ChunkFlight] = {}
         self.config = config
         self.writeback = WriteBack(self._upload, workers=config.upload_workers, delay=config.upload_delay,
                                    max_dirty=config.max_dirty)
@@ -228,9 +243,13 @@ class Filesystem(pyfuse3.Operations):
         key = self.layout.file_key(path)
         try:
             info = await self.store.head(key)
-            return self._object_entry(info, is_dir=False)
         except NotFound:
             pass
+        else:
+            entry = self._object_entry(info, is_dir=False)
+            if info.etag:
+                self.meta_cache.put(key, info.etag, entry.attrs, info.content_type)
+            return entry
         page = await self.store.list(prefix=key + "/", delimiter=None, max_keys=1)
         if not page.objects and not page.prefixes:
             return None
@@ -294,9 +313,13 @@ class Filesystem(pyfuse3.Operations):
             raise FsError(errno.ENOENT, f"inode {node.ino} was deleted")
         return node.path
 
-    def _child(self, parent_ino: int, name: bytes) -> str:
+    def _child(self, parent_ino: int, name: bytes, *, creating: bool = False) -> str:
         parent = self._node(parent_ino)
-        return join(self._path(parent), decode_name(name))
+        text = decode_name(name)
+        if parent_ino == ROOT_INO and text in self.config.hidden:
+            # e.g. the CSI controller's volume record: neither visible nor replaceable from inside
+            raise FsError(errno.EPERM if creating else errno.ENOENT, f"{text} is reserved")
+        return join(self._path(parent), text)
 
     def _writable(self) -> None:
         if self.config.read_only:
@@ -391,7 +414,7 @@ class Filesystem(pyfuse3.Operations):
         self._writable()
         node = self._node(inode)
         async with node.lock:
-            path = self._path(node)
+            path = node.path  # None once unlinked: still open, the change stays local
             entry = await self._require(path) if path else node.entry
             attrs = entry.attrs
             now = _now_ns()
@@ -436,7 +459,10 @@ class Filesystem(pyfuse3.Operations):
             await self.store.copy(key, key, metadata=metadata,
                                   content_type=entry.content_type or content_type_for(path), size=entry.attrs.size)
             # A copy may change the ETag (multipart objects); later conditional uploads need the new one.
-            node.entry = replace(entry, etag=(await self.store.head(key)).etag or None)
+            etag = (await self.store.head(key)).etag
+            node.entry = replace(entry, etag=etag or None)
+            if etag:
+                self.meta_cache.put(key, etag, entry.attrs, entry.content_type)
         self._remember(path, node.entry)
 
     @boundary
@@ -468,14 +494,20 @@ class Filesystem(pyfuse3.Operations):
         marker: str | None = None
         while True:
             page = await self.store.list(prefix=prefix, delimiter="/", marker=marker)
+            # Attributes HEADed before (this mount or an earlier one) for the same ETag.
+            known = self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag)
             for info in page.objects:
                 name = info.key[len(prefix):]
-                if not name or name in (".", "..") or "/" in name:
-                    continue  # the directory's own marker, or a key we cannot show
+                if not name or name in (".", "..") or "/" in name or (not path and name in self.config.hidden):
+                    continue  # the directory's own marker, a key we cannot show, or a reserved name
                 child = join(path, name)
                 cached = self.stat_cache.get(child)
                 if isinstance(cached, Entry) and cached.exact and cached.etag == info.etag:
                     found[name] = cached
+                elif info.key in known:
+                    attrs, content_type = known[info.key]
+                    found[name] = Entry(attrs.with_changes(size=info.size), etag=info.etag,
+                                        content_type=content_type)
                 else:
                     found[name] = self._object_entry(info, is_dir=False)
             for sub in page.prefixes:
@@ -558,7 +590,7 @@ class Filesystem(pyfuse3.Operations):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._writable()
-        path = self._child(parent_inode, name)
+        path = self._child(parent_inode, name, creating=True)
         await self._check_parent(path)
         if await self._stat(path, need_exact=False) is not None:
             raise FsError(errno.EEXIST)
@@ -631,7 +663,7 @@ class Filesystem(pyfuse3.Operations):
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._writable()
-        path = self._child(parent_inode, name)
+        path = self._child(parent_inode, name, creating=True)
         await self._check_parent(path)
         if await self._stat(path, need_exact=False) is not None:
             raise FsError(errno.EEXIST)
@@ -663,7 +695,7 @@ class Filesystem(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._writable()
-        path = self._child(parent_inode, name)
+        path = self._child(parent_inode, name, creating=True)
         await self._check_parent(path)
         existing = await self._stat(path, need_exact=False)
         if existing is not None:
@@ -713,7 +745,10 @@ class Filesystem(pyfuse3.Operations):
                     node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(
                         size=0, mtime_ns=now, ctime_ns=now))
         node.opens += 1
-        return pyfuse3.FileInfo(fh=self._add_handle(FileHandle(node, writable=writable)))
+        # The kernel's page cache still holds this version if the ETag is the one it last saw.
+        keep = node.staged is not None or (node.entry.etag is not None and node.entry.etag == node.kernel_etag)
+        node.kernel_etag = node.entry.etag
+        return pyfuse3.FileInfo(fh=self._add_handle(FileHandle(node, writable=writable)), keep_cache=keep)
 
     async def _stage(self, node: Node, *, truncate: bool) -> StagedFile:
         """A local copy of the file's contents (downloaded unless it is about to be truncated)."""
@@ -740,31 +775,65 @@ class Filesystem(pyfuse3.Operations):
         node = handle.node
         if node.staged is not None:
             return node.staged.read(off, size)
-        async with handle.lock:
-            return await self._read_remote(handle, off, size)
+        return await self._read_remote(handle, off, size)
 
     async def _read_remote(self, handle: FileHandle, off: int, size: int) -> bytes:
-        """Ranged GETs with a per-handle readahead window that doubles while reads are sequential."""
+        """Aligned chunks from the read cache or ranged GETs; a sequential reader gets the next
+        chunks fetched in parallel, the window doubling up to MAX_AHEAD; a seek resets it."""
         entry = handle.node.entry
         total = entry.attrs.size
         if off >= total:
             return b""
         size = min(size, total - off)
-        end = handle.buf_start + len(handle.buf)
-        if handle.buf_start <= off and off + size <= end:
-            start = off - handle.buf_start
-            handle.next_offset = off + size
-            return handle.buf[start:start + size]
-        if off == handle.next_offset:
-            handle.window = min(handle.window * 2, MAX_READAHEAD)
-        else:
-            handle.window = MIN_READAHEAD
-        length = min(max(size, handle.window), total - off)
-        path = self._path(handle.node)
-        data = await self.store.get_range(self.layout.file_key(path), off, length, etag=entry.etag)
-        handle.buf_start, handle.buf = off, data
+        key = self.layout.file_key(self._path(handle.node))
+        etag = entry.etag or ""
+        first, last = off // CHUNK, (off + size - 1) // CHUNK
+        handle.ahead = min(max(1, handle.ahead * 2), MAX_AHEAD) if off == handle.next_offset else 0
         handle.next_offset = off + size
-        return data[:size]
+        for index in range(last + 1, min(-(-total // CHUNK), last + 1 + handle.ahead)):
+            self._prefetch_chunk(key, etag, index, total)
+        parts = [await self._chunk(key, etag, index, total) for index in range(first, last + 1)]
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        start = off - first * CHUNK
+        return data[start:start + size]
+
+    async def _chunk(self, key: str, etag: str, index: int, total: int) -> bytes:
+        cached = self.read_cache.get(key, etag, index)
+        if cached is not None:
+            return cached
+        flight = self._flights.get((key, etag, index))
+        if flight is not None:
+            await flight.done.wait()
+            if flight.data is not None:
+                return flight.data
+        return await self._fetch_chunk(key, etag, index, total)
+
+    async def _fetch_chunk(self, key: str, etag: str, index: int, total: int) -> bytes:
+        flight = ChunkFlight()
+        self._flights[(key, etag, index)] = flight
+        try:
+            start = index * CHUNK
+            data = await self.store.get_range(key, start, min(CHUNK, total - start), etag=etag or None)
+            if etag:
+                self.read_cache.put(key, etag, index, data)
+            flight.data = data
+            return data
+        finally:
+            del self._flights[(key, etag, index)]
+            flight.done.set()
+
+    def _prefetch_chunk(self, key: str, etag: str, index: int, total: int) -> None:
+        if self.nursery is None or (key, etag, index) in self._flights or self.read_cache.has(key, etag, index):
+            return
+        self.nursery.start_soon(self._prefetch_chunk_quietly, key, etag, index, total)
+
+    async def _prefetch_chunk_quietly(self, key: str, etag: str, index: int, total: int) -> None:
+        if (key, etag, index) in self._flights:
+            return
+        try:
+            await self._fetch_chunk(key, etag, index, total)
+        except ObsfsError as exc:  # the reader that needs this chunk will fetch it and see the error
+            log.debug("readahead of %s chunk %d failed: %s", key, index, exc)
 
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -805,6 +874,8 @@ class Filesystem(pyfuse3.Operations):
         if staged is None or not staged.dirty or node.path is None:
             return
         await trio.to_thread.run_sync(staged.sync)
+        if node.path is None or node.staged is not staged:
+            return  # unlinked during the fsync: nothing to keep (a rename just changes the key below)
         entry = node.entry
         self.journal.record(DirtyRecord(
             data_file=staged.name, key=self.layout.file_key(node.path), base_etag=staged.base_etag,
@@ -831,17 +902,32 @@ class Filesystem(pyfuse3.Operations):
                     part_size=self.config.part_size, parallel=self.config.parallel,
                     if_match=staged.base_etag, if_none_match=staged.base_etag is None)
             except PreconditionFailed:
-                await self._keep_both(node, key, size, attrs, content_type)
-                return
+                own = await self._own_earlier_upload(key, staged.path, size)
+                if own is None:
+                    await self._keep_both(node, key, size, attrs, content_type)
+                    return
+                etag = own
             staged.synced_version = max(staged.synced_version, version)
             staged.base_etag = etag
+            node.kernel_etag = etag
             node.local_only = False
             self.local_only.pop(path, None)
             node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(size=size), etag=etag,
                                  content_type=content_type, exact=True)
+            self.meta_cache.put(key, etag, attrs, content_type)
             self._remember(path, node.entry)
             if not staged.dirty:
                 self._release_staged(node)
+
+    async def _own_earlier_upload(self, key: str, path: str, size: int) -> str | None:
+        """The stored ETag if the object already is exactly our data: an earlier attempt that timed
+        out (or a crash before the journal row was deleted) did reach the store. Not a conflict."""
+        try:
+            current = (await self.store.head(key)).etag
+        except NotFound:
+            return None
+        ours = await trio.to_thread.run_sync(local_etag, path, size, self.config.part_size)
+        return current if current == ours else None
 
     async def _keep_both(self, node: Node, key: str, size: int, attrs: Attrs, content_type: str) -> None:
         """Another writer changed the object since our version was based on it: never overwrite
@@ -904,7 +990,7 @@ class Filesystem(pyfuse3.Operations):
         if flags & getattr(pyfuse3, "RENAME_EXCHANGE", 2):
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
         old = self._child(parent_inode_old, name_old)
-        new = self._child(parent_inode_new, name_new)
+        new = self._child(parent_inode_new, name_new, creating=True)
         if old == new:
             return
         if is_under(new, old):

@@ -45,6 +45,7 @@ class Node:
     opens: int = 0
     staged: StagedFile | None = None
     local_only: bool = False  # created here and not uploaded yet
+    kernel_etag: str | None = None  # the version whose pages the kernel may still cache
     lock: trio.Lock = field(default_factory=trio.Lock)
 
 

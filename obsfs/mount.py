@@ -27,11 +27,13 @@ from obsfs.backend.base import StoreConfig
 from obsfs.backend.obs import ObsStore
 from obsfs.credentials import Credentials
 from obsfs.errors import ConfigError
-from obsfs.fs import Filesystem, FsConfig
+from obsfs.fs import CHUNK, Filesystem, FsConfig
 from obsfs.journal import Journal
 from obsfs.layout import Layout
 from obsfs.meta import Defaults
+from obsfs.metacache import MetaCache
 from obsfs.options import MountOptions, default_owner
+from obsfs.readcache import ReadCache
 from obsfs.staging import StagingArea
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,7 @@ def fs_config(opts: MountOptions) -> FsConfig:
         stat_cache_size=opts.max_stat_cache_size, entry_timeout=opts.entry_timeout,
         attr_timeout=opts.attr_timeout, negative_timeout=opts.negative_timeout,
         part_size=opts.multipart_size, parallel=opts.parallel_count, upload_workers=opts.upload_workers,
-        upload_delay=opts.upload_delay, max_dirty=opts.max_dirty)
+        upload_delay=opts.upload_delay, max_dirty=opts.max_dirty, hidden=frozenset(opts.hide))
 
 
 def fuse_options(spec: MountSpec) -> set[str]:
@@ -137,12 +139,18 @@ def fuse_options(spec: MountSpec) -> set[str]:
     return options
 
 
-async def _signals(nursery_scope: trio.CancelScope) -> None:
+async def _signals() -> None:
+    """Stay subscribed until exit: a second SIGTERM during the final upload must not kill us."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        stopping = False
         async for signum in signals:
-            log.info("received %s: flushing and unmounting", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if stopping:
+                log.warning("received %s again: still uploading what is pending, then exiting", name)
+                continue
+            log.info("received %s: flushing and unmounting", name)
+            stopping = True
             pyfuse3.terminate()
-            return
 
 
 async def _verify_mounted(mountpoint: str, ready: Callable[[], None]) -> None:
@@ -152,7 +160,19 @@ async def _verify_mounted(mountpoint: str, ready: Callable[[], None]) -> None:
     if info.st_dev == parent.st_dev or not await trio.to_thread.run_sync(os.path.ismount, mountpoint):
         raise ConfigError(f"{mountpoint} did not become a mount point")
     log.info("mounted at %s", mountpoint)
+    raise_readahead(info.st_dev)
     ready()
+
+
+def raise_readahead(dev: int, kib: int = 1024) -> None:
+    """The kernel sends buffered reads of read_ahead_kb (128 KiB by default); 1 MiB requests
+    (the FUSE maximum) halve the per-request overhead of sequential reads."""
+    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    try:
+        with open(path, "w") as stream:
+            stream.write(str(kib))
+    except OSError as exc:
+        log.info("could not raise %s: %s", path, exc)
 
 
 async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) -> int:
@@ -170,23 +190,32 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         stack.callback(journal.close)
         stack.callback(store.close)
         staging = StagingArea(str(cache_dir / "staging"))
-        fs = Filesystem(astore, layout, staging, journal, fs_config(opts))
+        read_cache = ReadCache(str(cache_dir / "data"), opts.cache_size, CHUNK)
+        meta_cache = MetaCache(cache_dir / "meta.db")
+        stack.callback(meta_cache.close)
+        fs = Filesystem(astore, layout, staging, journal, read_cache, meta_cache, fs_config(opts))
         await fs.recover()
         pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
         failed: list[str] = []
+        closed = False
         try:
             async with trio.open_nursery() as nursery:
                 fs.nursery = nursery
                 await nursery.start(fs.writeback.run)
-                nursery.start_soon(_signals, nursery.cancel_scope)
+                nursery.start_soon(_signals)
                 nursery.start_soon(_verify_mounted, spec.mountpoint, ready)
                 await pyfuse3.main()
+                # Detach first: a mount that is no longer served would hang every process that
+                # touches it for as long as the drain takes. The uploads need no FUSE.
+                closed = True
+                pyfuse3.close(unmount=True)
                 # Still inside the nursery: the upload workers must run for the drain.
                 with trio.CancelScope(shield=True):
                     failed = await fs.flush_all(opts.drain_deadline)
                 nursery.cancel_scope.cancel()
         finally:
-            pyfuse3.close(unmount=True)
+            if not closed:
+                pyfuse3.close(unmount=True)
     if failed:
         log.error("unmounted with %d file(s) not uploaded: %s", len(failed), ", ".join(failed))
         return 1

@@ -62,6 +62,17 @@ def _str(value: str | None) -> str:
     return value
 
 
+def _cache_mb(value: str | None) -> int:
+    return _int(value) << 20
+
+
+def _names(value: str | None) -> list[str]:
+    names = [n for n in (value or "").split(":") if n]
+    if not names or any("/" in n or n in (".", "..") for n in names):
+        raise ValueError("expected NAME[:NAME...], names without '/'")
+    return names
+
+
 def _signature(value: str | None) -> str:
     if value not in ("obs", "v2", "v4"):
         raise ValueError("must be obs, v2 or v4")
@@ -121,6 +132,8 @@ class MountOptions:
     deadline: float = 30.0
     write_deadline: float = 300.0
     readwrite_timeout: float = 20.0
+    hide: list[str] = field(default_factory=list)
+    cache_size: int = 1 << 30
     upload_workers: int = 16
     upload_delay: float = 0.5
     max_dirty: int = 1 << 30
@@ -141,8 +154,9 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "max_stat_cache_size": _int, "entry_timeout": _float, "attr_timeout": _float,
     "negative_timeout": _float, "dbglevel": _dbglevel, "logfile": _str, "cache_dir": _str,
     "multipart_size": _size_mb, "parallel_count": _int, "deadline": _float, "write_deadline": _float,
-    "readwrite_timeout": _float, "upload_workers": _int, "upload_delay": _float, "max_dirty": _size_mb,
-    "drain_deadline": _float,
+    "readwrite_timeout": _float, "upload_workers": _int, "cache_size": _cache_mb, "hide": _names,
+    "upload_delay": _float,
+    "max_dirty": _size_mb, "drain_deadline": _float,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}

@@ -7,6 +7,7 @@ costing storage.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 
@@ -28,6 +29,24 @@ async def _check_precondition(store: AsyncStore, key: str, if_match: str | None,
         current = None
     if (if_none_match and current is not None) or (if_match is not None and current != if_match):
         raise PreconditionFailed(f"{key} changed in the store (ETag {current}, expected {if_match})", key=key)
+
+
+def local_etag(path: str, size: int, part_size: int) -> str:
+    """The ETag an S3 server gives this file uploaded our way: the MD5 of the body for a single
+    PUT, or the MD5 of the parts' MD5s plus "-<parts>" for a multipart upload."""
+    digests = []
+    with open(path, "rb") as stream:
+        for _ in range(0, max(size, 1), part_size):
+            digest = hashlib.md5(usedforsecurity=False)
+            remaining = part_size
+            while remaining and (block := stream.read(min(remaining, 1 << 20))):
+                digest.update(block)
+                remaining -= len(block)
+            digests.append(digest)
+    if size <= part_size:
+        return digests[0].hexdigest()
+    combined = hashlib.md5(b"".join(d.digest() for d in digests), usedforsecurity=False)
+    return f"{combined.hexdigest()}-{len(digests)}"
 
 
 async def upload_file(store: AsyncStore, key: str, local_path: str, size: int, *,

@@ -39,7 +39,9 @@ class WriteBack:
         self._active: set[Node] = set()
         self._bytes: dict[Node, int] = {}  # bytes each waiting or active node will send
         self._failures: dict[Node, int] = {}
-        self._last: dict[Node, tuple[int, BaseException | None]] = {}  # version tried, its error
+        # per node: the version the last attempt sent, its error, and its attempt number
+        self._last: dict[Node, tuple[int, BaseException | None, int]] = {}
+        self._attempts = 0  # attempts started, over all nodes
         self._wakeup = trio.Event()
         self._progress = trio.Event()
 
@@ -55,8 +57,11 @@ class WriteBack:
         return list(self._due) + [n for n in self._active if n not in self._due]
 
     def _notify(self) -> None:
+        """An upload ended: wake waiters, and the dispatcher, which skips nodes while they are
+        active and so may hold one that was scheduled again meanwhile."""
         self._progress.set()
         self._progress = trio.Event()
+        self._wakeup.set()
 
     # -- producers ---------------------------------------------------------------------------
     def schedule(self, node: Node, delay: float | None = None) -> None:
@@ -82,10 +87,11 @@ class WriteBack:
         if node.staged is None:
             return
         target = node.staged.version
+        called_at = self._attempts  # an attempt already running may have started before this data
         self.schedule(node, delay=0)
         while node.staged is not None and node.staged.synced_version < target and node.path is not None:
-            tried, error = self._last.get(node, (-1, None))
-            if error is not None and tried >= target:
+            tried, error, attempt = self._last.get(node, (-1, None, -1))
+            if error is not None and tried >= target and attempt > called_at:
                 raise error
             if not self.busy(node):
                 self.schedule(node, delay=0)
@@ -136,6 +142,8 @@ class WriteBack:
     async def _worker(self, receive: trio.MemoryReceiveChannel[Node]) -> None:
         async with receive:
             async for node in receive:
+                self._attempts += 1
+                attempt = self._attempts
                 version = node.staged.version if node.staged is not None else -1
                 error: BaseException | None = None
                 try:
@@ -144,7 +152,7 @@ class WriteBack:
                     error = exc
                 finally:
                     self._active.discard(node)
-                self._last[node] = (version, error)
+                self._last[node] = (version, error, attempt)
                 if error is not None:
                     failures = self._failures.get(node, 0) + 1
                     self._failures[node] = failures

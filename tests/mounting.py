@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from obsfs.mount import state_file
 from tests.s3server import S3Server
 
 OBSFS = [sys.executable, "-m", "obsfs"]
@@ -22,7 +24,7 @@ def write_passwd(directory: Path, server: S3Server, name: str = "passwd") -> Pat
 
 
 def is_mounted(path: Path) -> bool:
-    real = os.path.realpath(path)
+    real = os.path.abspath(path)  # not realpath: that stats the path, which hangs on a hung mount
     with open("/proc/self/mountinfo") as stream:
         return any(line.split()[4] == real for line in stream)
 
@@ -36,6 +38,14 @@ def fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def kill_daemon_of(path: Path) -> None:
+    try:
+        pid = int(state_file(str(path), "pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        pass
 
 
 def force_unmount(path: Path) -> None:
@@ -117,4 +127,5 @@ class Mounter:
             if is_mounted(mount.path):
                 force_unmount(mount.path)
                 problems.append(f"{mount.path}: still mounted after umount")
+            kill_daemon_of(mount.path)  # a daemon still draining must not outlive the test
         return problems

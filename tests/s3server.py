@@ -46,6 +46,7 @@ class S3Server:
     kind: str
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None  # the server's request log, for tests that count requests
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -64,16 +65,24 @@ class S3Server:
 
     def start_moto(self) -> None:
         """(Re)start a moto server on the same port; its state starts empty."""
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         wait_http(self.endpoint + "/", proc=self.proc)
 
 
-def start_moto(port: int | None = None) -> S3Server:
+    def requests(self, method: str, path_prefix: str) -> int:
+        """How many requests of ``method`` for paths starting with ``path_prefix`` the server logged."""
+        assert self.log_path is not None, "start the server with a log_path"
+        needle = f'"{method} {path_prefix}'
+        return sum(needle in line for line in self.log_path.read_text(errors="replace").splitlines())
+
+
+def start_moto(port: int | None = None, log_path: Path | None = None) -> S3Server:
     port = port or free_port()
     server = S3Server(endpoint=f"http://127.0.0.1:{port}", access_key="testing-ak",
-                      secret_key="testing-sk-0123456789", kind="moto", port=port)
+                      secret_key="testing-sk-0123456789", kind="moto", port=port, log_path=log_path)
     server.start_moto()
     return server
 

@@ -714,3 +714,9 @@ def test_data_call_finishes_before_returning() -> None:
     finally:
         timer.cancel()
         fake.release.set()
+
+
+def test_quota_only_where_the_store_has_one(moto: S3Server, bucket: str) -> None:
+    """S3 has no bucket quota: no request is made. With the OBS signature the OBS call is sent."""
+    assert ObsStore(store_config(moto, signature="v4"), bucket).set_quota(10 << 30) is False
+    assert ObsStore(store_config(moto, signature="obs"), bucket).set_quota(10 << 30) is True

@@ -39,7 +39,7 @@ def private_moto() -> Iterator[S3Server]:
     server.stop()
 
 
-def test_server_killed_during_read(mounter: Mounter, private_moto: S3Server) -> None:
+def test_server_killed_during_read(private_moto: S3Server, mounter: Mounter) -> None:
     s3 = boto_client(private_moto)
     s3.create_bucket(Bucket="victim")
     s3.put_object(Bucket="victim", Key="big", Body=os.urandom(48 << 20))

@@ -293,3 +293,19 @@ def test_fsgroup_lets_a_group_member_write(mounter: Mounter, moto: S3Server, buc
     assert result.returncode == 0, result.stderr
     assert (mnt.path / "existing").read_text() == "xy"
     assert (mnt.path / "new").stat().st_uid == 1000
+
+
+def test_hidden_root_names(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+    s3.put_object(Bucket=bucket, Key=".obsfs-volume.json", Body=b"{}")
+    s3.put_object(Bucket=bucket, Key="sub/.obsfs-volume.json", Body=b"{}")
+    mnt = mounter.mount(moto, bucket, "hide=.obsfs-volume.json")
+    assert os.listdir(mnt.path) == ["sub"]
+    assert not (mnt.path / ".obsfs-volume.json").exists()
+    assert os.listdir(mnt.path / "sub") == [".obsfs-volume.json"]  # only the root is reserved
+    for action in (lambda: (mnt.path / ".obsfs-volume.json").write_text("x"),
+                   lambda: os.mkdir(mnt.path / ".obsfs-volume.json"),
+                   lambda: os.rename(mnt.path / "sub" / ".obsfs-volume.json", mnt.path / ".obsfs-volume.json")):
+        with pytest.raises(OSError) as err:
+            action()
+        assert err.value.errno == errno.EPERM
+    assert stored_keys(s3, mnt) == [".obsfs-volume.json", "sub/.obsfs-volume.json"]

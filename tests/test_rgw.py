@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tests.conftest import boto_client
-from tests.mounting import Mounter
+from tests.mounting import Mounter, fsync_tree
 from tests.s3server import S3Server
 
 
@@ -29,6 +29,7 @@ def test_mount_and_write_with_each_signature(mounter: Mounter, rgw: S3Server, rg
     payload = os.urandom(1 << 20)
     (mnt.path / f"sig-{signature}").write_bytes(payload)
     os.chmod(mnt.path / f"sig-{signature}", 0o640)
+    fsync_tree(mnt.path)  # the write-back cache uploads in the background; fsync waits for it
     obj = boto_client(rgw).get_object(Bucket=rgw_bucket, Key=f"sig-{signature}")
     assert obj["Body"].read() == payload
     assert int(obj["Metadata"]["mode"]) & 0o777 == 0o640

@@ -139,6 +139,10 @@ class ObjectStore(abc.ABC):
     def delete_bucket(self) -> None:
         """Delete the (empty) bucket; raises Conflict when it is not empty."""
 
+    def set_quota(self, quota_bytes: int) -> bool:
+        """Set the bucket's quota where the store has one; False where it does not (S3 has none)."""
+        return False
+
     @abc.abstractmethod
     def check_access(self, prefix: str = "") -> None:
         """One cheap authenticated call that proves the bucket exists and the keys work.

@@ -391,6 +391,15 @@ class ObsStore(ObjectStore):
         except NotFound:
             return
 
+    def set_quota(self, quota_bytes: int) -> bool:
+        """OBS's bucket quota (``PUT ?quota``). Only real OBS, addressed with the ``obs`` signature,
+        has it: RGW refuses the request (403) and moto answers 200 without doing anything."""
+        if self.config.signature != "obs":
+            return False
+        self._call(f"set quota of bucket {self.bucket}", None, lambda: self.client.setBucketQuota(
+            self.bucket, quota_bytes, extensionHeaders=self._ext()))
+        return True
+
     def check_access(self, prefix: str = "") -> None:
         try:
             self._call(f"LIST bucket {self.bucket}", None, lambda: self.client.listObjects(

@@ -1,0 +1,70 @@
+"""Exact attributes of objects, kept on disk and keyed by ETag.
+
+Listings carry no user metadata, so a file's stored mode, owner and mtime need one HEAD each.
+Those answers are kept here: as long as a listing shows the same ETag, the object (and so its
+metadata, which can only change with a new ETag or a COPY we made ourselves) is unchanged, and a
+remount lists a directory of 10,000 files without 10,000 HEADs. A stale row is harmless: the
+ETag no longer matches and the HEAD happens as if there were no cache. Losing the file costs
+only speed, so it is written without fsync.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from obsfs.meta import Attrs
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY, etag TEXT NOT NULL,
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT
+)
+"""
+_BATCH = 500  # keys per SELECT, well under SQLite's limit on bound parameters
+
+
+class MetaCache:
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def put(self, key: str, etag: str, attrs: Attrs, content_type: str | None) -> None:
+        try:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (key, etag, attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns, attrs.ctime_ns,
+                             content_type))
+        except sqlite3.Error as exc:  # a full disk only costs the caching
+            log.info("metadata cache: could not store %s: %s", key, exc)
+
+    def forget(self, key: str) -> None:
+        try:
+            self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        except sqlite3.Error as exc:
+            log.info("metadata cache: could not drop %s: %s", key, exc)
+
+    def lookup(self, wanted: Iterable[tuple[str, str]]) -> dict[str, tuple[Attrs, str | None]]:
+        """Attributes (size 0: the listing has the size) for the (key, etag) pairs still current."""
+        etags = dict(wanted)
+        keys = list(etags)
+        found: dict[str, tuple[Attrs, str | None]] = {}
+        for start in range(0, len(keys), _BATCH):
+            batch = keys[start:start + _BATCH]
+            rows = self.db.execute(
+                f"SELECT key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type FROM meta "
+                f"WHERE key IN ({','.join('?' * len(batch))})", batch).fetchall()
+            for key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type in rows:
+                if etags.get(key) == etag:
+                    found[key] = (Attrs(mode=mode, uid=uid, gid=gid, size=0, mtime_ns=mtime_ns,
+                                        ctime_ns=ctime_ns), content_type)
+        return found
