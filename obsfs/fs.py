@@ -589,20 +589,25 @@ class Filesystem(pyfuse3.Operations):
     @boundary
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        self._writable()
-        path = self._child(parent_inode, name, creating=True)
-        await self._check_parent(path)
-        if await self._stat(path, need_exact=False) is not None:
-            raise FsError(errno.EEXIST)
-        now = _now_ns()
-        attrs = Attrs(mode=stat.S_IFDIR | stat.S_IMODE(mode), uid=ctx.uid, gid=ctx.gid, size=0,
-                      mtime_ns=now, ctime_ns=now)
+        path, attrs = await self._new_entry(parent_inode, name, stat.S_IFDIR | stat.S_IMODE(mode), 0, ctx)
         etag = await self.store.put_bytes(self.layout.dir_key(path), b"", metadata=to_metadata(attrs),
                                           content_type=DIR_CONTENT_TYPE)
         entry = Entry(attrs, etag=etag or None, content_type=DIR_CONTENT_TYPE, has_marker=True)
         self._remember(path, entry)
         self.dir_cache[path] = set()
         return self._hand_out(path, entry)
+
+    async def _new_entry(self, parent_inode: int, name: bytes, mode: int, size: int,
+                         ctx: pyfuse3.RequestContext) -> tuple[str, Attrs]:
+        """Path and attributes for an entry about to be created, owned by the caller; EEXIST if
+        the name is taken (the kernel asked, but another client may have been faster)."""
+        self._writable()
+        path = self._child(parent_inode, name, creating=True)
+        await self._check_parent(path)
+        if await self._stat(path, need_exact=False) is not None:
+            raise FsError(errno.EEXIST)
+        now = _now_ns()
+        return path, Attrs(mode=mode, uid=ctx.uid, gid=ctx.gid, size=size, mtime_ns=now, ctime_ns=now)
 
     async def _check_parent(self, path: str) -> None:
         parent = await self._stat(parent_of(path))
@@ -662,14 +667,7 @@ class Filesystem(pyfuse3.Operations):
     @boundary
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        self._writable()
-        path = self._child(parent_inode, name, creating=True)
-        await self._check_parent(path)
-        if await self._stat(path, need_exact=False) is not None:
-            raise FsError(errno.EEXIST)
-        now = _now_ns()
-        attrs = Attrs(mode=stat.S_IFLNK | 0o777, uid=ctx.uid, gid=ctx.gid, size=len(target),
-                      mtime_ns=now, ctime_ns=now)
+        path, attrs = await self._new_entry(parent_inode, name, stat.S_IFLNK | 0o777, len(target), ctx)
         content_type = "application/octet-stream"
         etag = await self.store.put_bytes(self.layout.file_key(path), target, metadata=to_metadata(attrs),
                                           content_type=content_type)
@@ -694,15 +692,7 @@ class Filesystem(pyfuse3.Operations):
     @boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        self._writable()
-        path = self._child(parent_inode, name, creating=True)
-        await self._check_parent(path)
-        existing = await self._stat(path, need_exact=False)
-        if existing is not None:
-            raise FsError(errno.EEXIST)
-        now = _now_ns()
-        attrs = Attrs(mode=stat.S_IFREG | stat.S_IMODE(mode), uid=ctx.uid, gid=ctx.gid, size=0,
-                      mtime_ns=now, ctime_ns=now)
+        path, attrs = await self._new_entry(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), 0, ctx)
         entry = Entry(attrs, content_type=content_type_for(path))
         node = self.inodes.add(path, entry)
         node.local_only = True
