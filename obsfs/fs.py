@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 import pyfuse3
 import trio
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
@@ -61,8 +61,9 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 NEGATIVE = object()  # stat-cache value for "no such path"
-CHUNK = 1 << 20  # unit of ranged GETs and of the read cache
-MAX_AHEAD = 16  # chunks fetched ahead of a sequential reader, in parallel
+CHUNK = 4 << 20  # unit of ranged GETs and of the read cache: large enough that per-request cost is small
+MAX_AHEAD = 8  # chunks fetched ahead of a sequential reader, in parallel
+RECENT_CHUNKS = 16  # chunks kept in memory, so a reader does not read back what was just fetched
 BLOCK = 4096
 
 
@@ -184,6 +185,7 @@ class Filesystem(pyfuse3.Operations):
         self.read_cache = read_cache
         self.meta_cache = meta_cache
         self._flights: dict[tuple[str, str, int], ChunkFlight] = {}
+        self._recent: LRUCache[tuple[str, str, int], bytes] = LRUCache(RECENT_CHUNKS)
         self.config = config
         self.writeback = WriteBack(self._upload, workers=config.upload_workers, delay=config.upload_delay,
                                    max_dirty=config.max_dirty)
@@ -778,8 +780,11 @@ class Filesystem(pyfuse3.Operations):
         key = self.layout.file_key(self._path(handle.node))
         etag = entry.etag or ""
         first, last = off // CHUNK, (off + size - 1) // CHUNK
-        handle.ahead = min(max(1, handle.ahead * 2), MAX_AHEAD) if off == handle.next_offset else 0
-        handle.next_offset = off + size
+        # The kernel's readahead sends several READs at once and they may arrive out of order: a
+        # read near the furthest point so far still counts as sequential.
+        near = abs(off - handle.next_offset) <= 2 * CHUNK
+        handle.ahead = min(max(1, handle.ahead * 2), MAX_AHEAD) if near else 0
+        handle.next_offset = max(handle.next_offset, off + size) if near else off + size
         for index in range(last + 1, min(-(-total // CHUNK), last + 1 + handle.ahead)):
             self._prefetch_chunk(key, etag, index, total)
         parts = [await self._chunk(key, etag, index, total) for index in range(first, last + 1)]
@@ -788,8 +793,12 @@ class Filesystem(pyfuse3.Operations):
         return data[start:start + size]
 
     async def _chunk(self, key: str, etag: str, index: int, total: int) -> bytes:
+        recent = self._recent.get((key, etag, index))
+        if recent is not None:
+            return recent
         cached = self.read_cache.get(key, etag, index)
         if cached is not None:
+            self._recent[(key, etag, index)] = cached
             return cached
         flight = self._flights.get((key, etag, index))
         if flight is not None:
@@ -804,13 +813,15 @@ class Filesystem(pyfuse3.Operations):
         try:
             start = index * CHUNK
             data = await self.store.get_range(key, start, min(CHUNK, total - start), etag=etag or None)
-            if etag:
-                self.read_cache.put(key, etag, index, data)
             flight.data = data
-            return data
+            self._recent[(key, etag, index)] = data
         finally:
             del self._flights[(key, etag, index)]
             flight.done.set()
+        if etag and self.nursery is not None:
+            # Readers already have the data; the disk copy is for later, off the trio thread.
+            self.nursery.start_soon(trio.to_thread.run_sync, self.read_cache.put, key, etag, index, data)
+        return data
 
     def _prefetch_chunk(self, key: str, etag: str, index: int, total: int) -> None:
         if self.nursery is None or (key, etag, index) in self._flights or self.read_cache.has(key, etag, index):

@@ -226,12 +226,20 @@ class ObsStore(ObjectStore):
             if exc.status == 416:  # range starts past the end
                 return b""
             raise
-        out = bytearray()
-        got = self._drain(resp, key, out.extend)
-        expected = int(dict((k.lower(), v) for k, v in resp.header or []).get("content-length", got))
+        expected = int(dict((k.lower(), v) for k, v in resp.header or []).get("content-length", length))
+        out = bytearray(expected)  # filled in place: one copy from the socket, none after
+        view = memoryview(out)
+        filled = 0
+
+        def sink(chunk: memoryview) -> None:
+            nonlocal filled
+            view[filled:filled + len(chunk)] = chunk
+            filled += len(chunk)
+
+        got = self._drain(resp, key, sink)
         if got < expected:
             raise TemporaryFailure(f"GET {key}: connection closed after {got} of {expected} bytes", key=key)
-        return bytes(out)
+        return bytes(view[:got]) if got != expected else bytes(out)
 
     def get_to_file(self, key: str, fd: int, *, etag: str | None = None) -> int:
         _check_key(key)
