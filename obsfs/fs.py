@@ -642,6 +642,7 @@ class Filesystem(pyfuse3.Operations):
         if node is not None:
             self._discard_staged(node)
             self.inodes.detach(node)
+        self.meta_cache.forget(self.layout.file_key(path))
         self.local_only.pop(path, None)
         self._forget_subtree(path)
         self._remember(path, None)
