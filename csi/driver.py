@@ -1,7 +1,8 @@
 """One driver object: the services a mode needs, behind one server on one socket.
 
 ``controller`` serves Identity and Controller, ``node`` Identity and Node, ``all`` everything
-(the single-binary deployment of the spec's figure 3). A service that a mode does not register
+(the single-binary deployment of the spec's figure 3). Each service is served as ``csi.v1`` and,
+through ``csi.v0adapter``, as ``csi.v0`` for Kubernetes 1.11. A service that a mode does not register
 answers UNIMPLEMENTED by itself, which is what the spec asks for.
 
 In node modes, start-up re-adopts the volumes an earlier run staged before the socket opens, so
@@ -17,6 +18,7 @@ import re
 import threading
 from dataclasses import dataclass
 
+from csi import v0adapter
 from csi.controller import ControllerServicer
 from csi.identity import Check, IdentityServicer, char_device_check, command_check, writable_dir_check
 from csi.node import NodeServicer
@@ -75,13 +77,15 @@ class Driver:
             checks = [char_device_check(FUSE_DEVICE), writable_dir_check(config.state_dir),
                       *(command_check(name) for name in NODE_COMMANDS)]
             self.node = NodeServicer(config.node_id, config.state_dir, config.kubelet_dir or None)
-        registrations: list[Registration] = [functools.partial(
-            csi_pb2_grpc.add_IdentityServicer_to_server, IdentityServicer(config.driver_name, self.ready, checks))]
-        if config.mode in ("controller", "all"):
-            registrations.append(functools.partial(csi_pb2_grpc.add_ControllerServicer_to_server,
-                                                   ControllerServicer()))
+        identity = IdentityServicer(config.driver_name, self.ready, checks)
+        controller = ControllerServicer() if config.mode in ("controller", "all") else None
+        registrations: list[Registration] = [functools.partial(csi_pb2_grpc.add_IdentityServicer_to_server, identity)]
+        if controller is not None:
+            registrations.append(functools.partial(csi_pb2_grpc.add_ControllerServicer_to_server, controller))
         if self.node is not None:
             registrations.append(functools.partial(csi_pb2_grpc.add_NodeServicer_to_server, self.node))
+        # CSI v0.3 for Kubernetes 1.11 on the same socket, relayed to the same servicers.
+        registrations += v0adapter.registrations(identity, controller, self.node)
         self.server = CsiServer(config.endpoint, registrations)
 
     def start(self) -> None:

@@ -43,13 +43,15 @@ _ROUTINE = frozenset({"Probe", "GetPluginInfo", "GetPluginCapabilities", "Contro
 
 @functools.cache
 def _secret_fields(descriptor: Descriptor) -> tuple[str, ...]:
-    """Names of the fields marked ``(csi_secret) = true``.
+    """Names of the fields marked ``(csi_secret) = true``, and in CSI v0.3, which has no such
+    option, the fields named ``*_secrets``.
 
     The spec only marks top-level request fields (tests/csi/test_proto.py checks that), so there
     is no need to walk nested messages.
     """
+    v0 = descriptor.file.package == "csi.v0"
     return tuple(field.name for field in descriptor.fields
-                 if field.GetOptions().Extensions[_CSI_SECRET])
+                 if field.GetOptions().Extensions[_CSI_SECRET] or (v0 and field.name.endswith("_secrets")))
 
 
 def redacted(request: M) -> M:
