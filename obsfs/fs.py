@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 import pyfuse3
 import trio
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
@@ -52,7 +52,7 @@ from obsfs.meta import (
     to_metadata,
 )
 from obsfs.metacache import MetaCache
-from obsfs.readcache import ReadCache
+from obsfs.reader import ChunkReader, ReadState
 from obsfs.staging import StagedFile, StagingArea
 from obsfs.upload import local_etag, upload_file
 from obsfs.writeback import WriteBack
@@ -61,9 +61,6 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 NEGATIVE = object()  # stat-cache value for "no such path"
-CHUNK = 4 << 20  # unit of ranged GETs and of the read cache: large enough that per-request cost is small
-MAX_AHEAD = 8  # chunks fetched ahead of a sequential reader, in parallel
-RECENT_CHUNKS = 16  # chunks kept in memory, so a reader does not read back what was just fetched
 BLOCK = 4096
 
 
@@ -142,16 +139,7 @@ class FsConfig:
 class FileHandle:
     node: Node
     writable: bool
-    next_offset: int = 0  # where a sequential reader reads next
-    ahead: int = 0  # readahead window in chunks: doubles while sequential, 0 after a seek
-
-
-@dataclass(eq=False)
-class ChunkFlight:
-    """A chunk being fetched; later readers of the same chunk wait for it instead of a second GET."""
-
-    done: trio.Event = field(default_factory=trio.Event)
-    data: bytes | None = None
+    reading: ReadState = field(default_factory=ReadState)
 
 
 @dataclass(eq=False)
@@ -176,16 +164,14 @@ class Filesystem(pyfuse3.Operations):
     # bucket would show with a stale size, and a listing's provisional mtime would stick.
 
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
-                 read_cache: ReadCache, meta_cache: MetaCache, config: FsConfig) -> None:
+                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig) -> None:
         super().__init__()
         self.store = store
         self.layout = layout
         self.staging = staging
         self.journal = journal
-        self.read_cache = read_cache
+        self.reader = reader
         self.meta_cache = meta_cache
-        self._flights: dict[tuple[str, str, int], ChunkFlight] = {}
-        self._recent: LRUCache[tuple[str, str, int], bytes] = LRUCache(RECENT_CHUNKS)
         self.config = config
         self.writeback = WriteBack(self._upload, workers=config.upload_workers, delay=config.upload_delay,
                                    max_dirty=config.max_dirty)
@@ -768,74 +754,9 @@ class Filesystem(pyfuse3.Operations):
         node = handle.node
         if node.staged is not None:
             return node.staged.read(off, size)
-        return await self._read_remote(handle, off, size)
-
-    async def _read_remote(self, handle: FileHandle, off: int, size: int) -> bytes:
-        """Aligned chunks from the read cache or ranged GETs; a sequential reader gets the next
-        chunks fetched in parallel, the window doubling up to MAX_AHEAD; a seek resets it."""
-        entry = handle.node.entry
-        total = entry.attrs.size
-        if off >= total:
-            return b""
-        size = min(size, total - off)
-        key = self.layout.file_key(self._path(handle.node))
-        etag = entry.etag or ""
-        first, last = off // CHUNK, (off + size - 1) // CHUNK
-        # The kernel's readahead sends several READs at once and they may arrive out of order: a
-        # read near the furthest point so far still counts as sequential.
-        near = abs(off - handle.next_offset) <= 2 * CHUNK
-        handle.ahead = min(max(1, handle.ahead * 2), MAX_AHEAD) if near else 0
-        handle.next_offset = max(handle.next_offset, off + size) if near else off + size
-        for index in range(last + 1, min(-(-total // CHUNK), last + 1 + handle.ahead)):
-            self._prefetch_chunk(key, etag, index, total)
-        parts = [await self._chunk(key, etag, index, total) for index in range(first, last + 1)]
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        start = off - first * CHUNK
-        return data[start:start + size]
-
-    async def _chunk(self, key: str, etag: str, index: int, total: int) -> bytes:
-        recent = self._recent.get((key, etag, index))
-        if recent is not None:
-            return recent
-        cached = self.read_cache.get(key, etag, index)
-        if cached is not None:
-            self._recent[(key, etag, index)] = cached
-            return cached
-        flight = self._flights.get((key, etag, index))
-        if flight is not None:
-            await flight.done.wait()
-            if flight.data is not None:
-                return flight.data
-        return await self._fetch_chunk(key, etag, index, total)
-
-    async def _fetch_chunk(self, key: str, etag: str, index: int, total: int) -> bytes:
-        flight = ChunkFlight()
-        self._flights[(key, etag, index)] = flight
-        try:
-            start = index * CHUNK
-            data = await self.store.get_range(key, start, min(CHUNK, total - start), etag=etag or None)
-            flight.data = data
-            self._recent[(key, etag, index)] = data
-        finally:
-            del self._flights[(key, etag, index)]
-            flight.done.set()
-        if etag and self.nursery is not None:
-            # Readers already have the data; the disk copy is for later, off the trio thread.
-            self.nursery.start_soon(trio.to_thread.run_sync, self.read_cache.put, key, etag, index, data)
-        return data
-
-    def _prefetch_chunk(self, key: str, etag: str, index: int, total: int) -> None:
-        if self.nursery is None or (key, etag, index) in self._flights or self.read_cache.has(key, etag, index):
-            return
-        self.nursery.start_soon(self._prefetch_chunk_quietly, key, etag, index, total)
-
-    async def _prefetch_chunk_quietly(self, key: str, etag: str, index: int, total: int) -> None:
-        if (key, etag, index) in self._flights:
-            return
-        try:
-            await self._fetch_chunk(key, etag, index, total)
-        except ObsfsError as exc:  # the reader that needs this chunk will fetch it and see the error
-            log.debug("readahead of %s chunk %d failed: %s", key, index, exc)
+        entry = node.entry
+        return await self.reader.read(handle.reading, self.layout.file_key(self._path(node)), entry.etag or "",
+                                      entry.attrs.size, off, size)
 
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:

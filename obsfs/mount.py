@@ -27,13 +27,14 @@ from obsfs.backend.base import StoreConfig
 from obsfs.backend.obs import ObsStore
 from obsfs.credentials import Credentials
 from obsfs.errors import ConfigError
-from obsfs.fs import CHUNK, Filesystem, FsConfig
+from obsfs.fs import Filesystem, FsConfig
 from obsfs.journal import Journal
 from obsfs.layout import Layout
 from obsfs.meta import Defaults
 from obsfs.metacache import MetaCache
 from obsfs.options import MountOptions, default_owner
 from obsfs.readcache import ReadCache
+from obsfs.reader import CHUNK, ChunkReader
 from obsfs.staging import StagingArea
 
 log = logging.getLogger(__name__)
@@ -193,14 +194,15 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         read_cache = ReadCache(str(cache_dir / "data"), opts.cache_size, CHUNK)
         meta_cache = MetaCache(cache_dir / "meta.db")
         stack.callback(meta_cache.close)
-        fs = Filesystem(astore, layout, staging, journal, read_cache, meta_cache, fs_config(opts))
+        reader = ChunkReader(astore, read_cache)
+        fs = Filesystem(astore, layout, staging, journal, reader, meta_cache, fs_config(opts))
         await fs.recover()
         pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
         failed: list[str] = []
         closed = False
         try:
             async with trio.open_nursery() as nursery:
-                fs.nursery = nursery
+                fs.nursery = reader.nursery = nursery
                 await nursery.start(fs.writeback.run)
                 nursery.start_soon(_signals)
                 nursery.start_soon(_verify_mounted, spec.mountpoint, ready)

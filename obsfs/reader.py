@@ -1,0 +1,115 @@
+"""Reading objects that have no local copy: aligned chunks, parallel readahead, two caches.
+
+A read is served from 4 MiB chunks: from the few chunks kept in memory, then the disk cache
+(``readcache.py``, keyed by ETag), then a ranged GET with If-Match on the ETag, so a file that
+changes mid-read fails with EIO instead of mixing two versions. Concurrent readers of one chunk
+share one GET. A sequential reader gets the next chunks fetched in parallel, the window doubling
+up to MAX_AHEAD; a seek resets it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+from cachetools import LRUCache
+
+from obsfs.backend.aio import AsyncStore
+from obsfs.errors import ObsfsError
+from obsfs.readcache import ReadCache
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4 << 20  # unit of ranged GETs and of the read cache: large enough that per-request cost is small
+MAX_AHEAD = 8  # chunks fetched ahead of a sequential reader, in parallel
+RECENT_CHUNKS = 16  # chunks kept in memory, so a reader does not read back what was just fetched
+
+ChunkId = tuple[str, str, int]  # key, ETag, index
+
+
+@dataclass
+class ReadState:
+    """One open file's access pattern."""
+
+    next_offset: int = 0  # where a sequential reader reads next
+    ahead: int = 0  # readahead window in chunks: doubles while sequential, 0 after a seek
+
+
+@dataclass(eq=False)
+class ChunkFlight:
+    """A chunk being fetched; later readers of the same chunk wait for it instead of a second GET."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+
+
+class ChunkReader:
+    def __init__(self, store: AsyncStore, read_cache: ReadCache) -> None:
+        self.store = store
+        self.read_cache = read_cache
+        self.nursery: trio.Nursery | None = None  # set by mount.py; readahead and cache writes run here
+        self._flights: dict[ChunkId, ChunkFlight] = {}
+        self._recent: LRUCache[ChunkId, bytes] = LRUCache(RECENT_CHUNKS)
+
+    async def read(self, state: ReadState, key: str, etag: str, total: int, off: int, size: int) -> bytes:
+        if off >= total:
+            return b""
+        size = min(size, total - off)
+        first, last = off // CHUNK, (off + size - 1) // CHUNK
+        # The kernel's readahead sends several READs at once and they may arrive out of order: a
+        # read near the furthest point so far still counts as sequential.
+        near = abs(off - state.next_offset) <= 2 * CHUNK
+        state.ahead = min(max(1, state.ahead * 2), MAX_AHEAD) if near else 0
+        state.next_offset = max(state.next_offset, off + size) if near else off + size
+        for index in range(last + 1, min(-(-total // CHUNK), last + 1 + state.ahead)):
+            self._prefetch((key, etag, index), total)
+        parts = [await self._chunk((key, etag, index), total) for index in range(first, last + 1)]
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        start = off - first * CHUNK
+        return data[start:start + size]
+
+    async def _chunk(self, chunk: ChunkId, total: int) -> bytes:
+        recent = self._recent.get(chunk)
+        if recent is not None:
+            return recent
+        cached = self.read_cache.get(*chunk)
+        if cached is not None:
+            self._recent[chunk] = cached
+            return cached
+        flight = self._flights.get(chunk)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.data is not None:
+                return flight.data
+        return await self._fetch(chunk, total)
+
+    async def _fetch(self, chunk: ChunkId, total: int) -> bytes:
+        key, etag, index = chunk
+        flight = ChunkFlight()
+        self._flights[chunk] = flight
+        try:
+            start = index * CHUNK
+            data = await self.store.get_range(key, start, min(CHUNK, total - start), etag=etag or None)
+            flight.data = data
+            self._recent[chunk] = data
+        finally:
+            del self._flights[chunk]
+            flight.done.set()
+        if etag and self.nursery is not None:
+            # Readers already have the data; the disk copy is for later, off the trio thread.
+            self.nursery.start_soon(trio.to_thread.run_sync, self.read_cache.put, key, etag, index, data)
+        return data
+
+    def _prefetch(self, chunk: ChunkId, total: int) -> None:
+        if self.nursery is None or chunk in self._flights or self.read_cache.has(*chunk):
+            return
+        self.nursery.start_soon(self._prefetch_quietly, chunk, total)
+
+    async def _prefetch_quietly(self, chunk: ChunkId, total: int) -> None:
+        if chunk in self._flights:
+            return
+        try:
+            await self._fetch(chunk, total)
+        except ObsfsError as exc:  # the reader that needs this chunk will fetch it and see the error
+            log.debug("readahead of %s chunk %d failed: %s", chunk[0], chunk[2], exc)
