@@ -136,6 +136,10 @@ def run_foreground(spec: MountSpec, creds: Credentials, ready_fd: int | None) ->
             os.write(ready_fd, f"ERR {code} {exc}\n".encode())
             return code
         raise
+    except BaseException:
+        # A detached daemon's stderr is /dev/null: the log is the only place this can show.
+        log.exception("the daemon failed; pending uploads stay in the cache dir's journal")
+        raise
     finally:
         remove_state(spec.mountpoint, "pid")
         write_state(spec.mountpoint, "status", str(code))

@@ -796,7 +796,12 @@ class Filesystem(pyfuse3.Operations):
         staged = node.staged
         if staged is None or not staged.dirty or node.path is None:
             return
-        await trio.to_thread.run_sync(staged.sync)
+        # On a duplicate descriptor: an upload that ends meanwhile may close the staged file's own.
+        fd = os.dup(staged.fd)
+        try:
+            await trio.to_thread.run_sync(os.fsync, fd)
+        finally:
+            os.close(fd)
         if node.path is None or node.staged is not staged:
             return  # unlinked during the fsync: nothing to keep (a rename just changes the key below)
         entry = node.entry

@@ -50,9 +50,6 @@ class StagedFile:
         os.ftruncate(self.fd, size)
         self.mark_dirty()
 
-    def sync(self) -> None:
-        os.fsync(self.fd)
-
     def remove(self) -> None:
         os.close(self.fd)
         with contextlib.suppress(FileNotFoundError):
