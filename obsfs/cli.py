@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import trio
 
@@ -193,7 +192,7 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def umount(mountpoint: str, timeout: float, sleep: Callable[[float], None] = time.sleep) -> int:
+def umount(mountpoint: str, timeout: float) -> int:
     """SIGTERM the daemon (it flushes, unmounts, exits) and wait; without a daemon, just unmount."""
     pid_path = state_file(mountpoint, "pid")
     try:
@@ -213,7 +212,7 @@ def umount(mountpoint: str, timeout: float, sleep: Callable[[float], None] = tim
             print(f"obsfs: daemon {pid} still flushing after {timeout:.0f} s; it keeps running",
                   file=sys.stderr)
             return 1
-        sleep(0.05)
+        time.sleep(0.05)
     try:
         status = int(state_file(mountpoint, "status").read_text() or "0")
     except (FileNotFoundError, ValueError):

@@ -621,6 +621,7 @@ class Filesystem(pyfuse3.Operations):
         if not await self._is_empty_dir(path):
             raise FsError(errno.ENOTEMPTY, f"{path} is not empty")
         await self.store.delete(self.layout.dir_key(path))
+        self._forget_subtree(path)  # scans the caches: for directories only, not every unlink
         self._unlinked(path)
 
     def _unlinked(self, path: str) -> None:
@@ -630,7 +631,6 @@ class Filesystem(pyfuse3.Operations):
             self.inodes.detach(node)
         self.meta_cache.forget(self.layout.file_key(path))
         self.local_only.pop(path, None)
-        self._forget_subtree(path)
         self._remember(path, None)
 
     # ------------------------------------------------------------------ files

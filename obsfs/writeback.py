@@ -38,6 +38,7 @@ class WriteBack:
         self._due: dict[Node, float] = {}  # waiting nodes -> trio time they may start
         self._active: set[Node] = set()
         self._bytes: dict[Node, int] = {}  # bytes each waiting or active node will send
+        self.queued_bytes = 0  # their sum, kept as it changes: every write() checks it
         self._failures: dict[Node, int] = {}
         # per node: the version the last attempt sent, its error, and its attempt number
         self._last: dict[Node, tuple[int, BaseException | None, int]] = {}
@@ -46,9 +47,12 @@ class WriteBack:
         self._progress = trio.Event()
 
     # -- state -----------------------------------------------------------------------------
-    @property
-    def queued_bytes(self) -> int:
-        return sum(self._bytes.values())
+    def _count(self, node: Node, size: int | None) -> None:
+        """Set (or with None, drop) the bytes ``node`` will send, keeping the sum."""
+        self.queued_bytes -= self._bytes.pop(node, 0)
+        if size is not None:
+            self._bytes[node] = size
+            self.queued_bytes += size
 
     def busy(self, node: Node) -> bool:
         return node in self._due or node in self._active
@@ -70,14 +74,14 @@ class WriteBack:
         if node not in self._due or start < self._due[node]:
             self._due[node] = start
         if node.staged is not None:
-            self._bytes[node] = node.staged.size()
+            self._count(node, node.staged.size())
         self._wakeup.set()
 
     def cancel(self, node: Node) -> None:
         """The file was deleted: nothing to upload any more."""
         self._due.pop(node, None)
         if node not in self._active:
-            self._bytes.pop(node, None)
+            self._count(node, None)
         self._failures.pop(node, None)
         self._last.pop(node, None)
         self._notify()
@@ -165,6 +169,6 @@ class WriteBack:
                     if node.staged is not None and node.staged.dirty and node.path is not None:
                         self.schedule(node)  # written again during the upload
                     elif node not in self._due:
-                        self._bytes.pop(node, None)
+                        self._count(node, None)
                         self._last.pop(node, None)
                 self._notify()

@@ -239,7 +239,7 @@ class ObsStore(ObjectStore):
         got = self._drain(resp, key, sink)
         if got < expected:
             raise TemporaryFailure(f"GET {key}: connection closed after {got} of {expected} bytes", key=key)
-        return bytes(view[:got]) if got != expected else bytes(out)
+        return bytes(out)
 
     def get_to_file(self, key: str, fd: int, *, etag: str | None = None) -> int:
         _check_key(key)
