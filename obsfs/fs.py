@@ -52,9 +52,10 @@ from obsfs.meta import (
     to_metadata,
 )
 from obsfs.metacache import MetaCache
+from obsfs.partstream import PartStream
 from obsfs.reader import ChunkReader, ReadState
 from obsfs.staging import StagedFile, StagingArea
-from obsfs.upload import local_etag, upload_file
+from obsfs.upload import local_etags, upload_file
 from obsfs.writeback import WriteBack
 
 log = logging.getLogger(__name__)
@@ -420,6 +421,7 @@ class Filesystem(pyfuse3.Operations):
                     raise FsError(errno.EISDIR)
                 staged = await self._stage(node, truncate=attr.st_size == 0)
                 staged.truncate(attr.st_size)
+                self._drop_stream(node, "truncated")
                 changes["size"] = attr.st_size
                 changes.setdefault("mtime_ns", now)
             node.entry = replace(entry, attrs=attrs.with_changes(**changes))
@@ -719,6 +721,7 @@ class Filesystem(pyfuse3.Operations):
                 staged = await self._stage(node, truncate=truncate)
                 if truncate and staged.size():
                     staged.truncate(0)
+                    self._drop_stream(node, "truncated")
                 if truncate:
                     now = _now_ns()
                     node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(
@@ -739,6 +742,7 @@ class Filesystem(pyfuse3.Operations):
             if not truncate and entry.etag is not None and entry.attrs.size > 0:
                 await self.store.get_to_file(self.layout.file_key(self._path(node)), staged.fd,
                                              etag=entry.etag)
+                staged.adopt_contents()
             staged.base_etag = entry.etag
             if truncate:
                 staged.mark_dirty()
@@ -773,7 +777,34 @@ class Filesystem(pyfuse3.Operations):
         now = _now_ns()
         node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(
             size=node.staged.size(), mtime_ns=now, ctime_ns=now))
+        self._feed_stream(node)
         return written
+
+    def _feed_stream(self, node: Node) -> None:
+        """After a write or truncate: start, feed or abandon the upload of a file that is still
+        being written (see partstream.py)."""
+        staged = node.staged
+        stream = node.stream
+        if stream is not None:
+            if staged is not None and staged.appending:
+                stream.grew(staged.end)
+            else:
+                self._drop_stream(node, "written before its end")
+        elif (staged is not None and staged.appending and staged.end > self.config.part_size
+              and node.path is not None and self.nursery is not None):
+            entry = node.entry
+            node.stream = PartStream(self.store, self.journal, self.layout.file_key(node.path), staged.path,
+                                     part_size=self.config.part_size, parallel=self.config.parallel,
+                                     metadata=to_metadata(entry.attrs),
+                                     content_type=entry.content_type or content_type_for(node.path))
+            node.stream.grew(staged.end)
+            self.nursery.start_soon(node.stream.run)
+
+    @staticmethod
+    def _drop_stream(node: Node, why: str) -> None:
+        if node.stream is not None:
+            node.stream.abandon(why)
+            node.stream = None
 
     @boundary
     async def flush(self, fh: int) -> None:
@@ -784,8 +815,14 @@ class Filesystem(pyfuse3.Operations):
     @boundary
     async def fsync(self, fh: int, datasync: bool) -> None:
         node = self._file_handle(fh).node
-        await self._commit(node)
-        await self.writeback.wait_uploaded(node)
+        # The store is the durable copy fsync promises, so the upload goes first. The local fsync
+        # and journal row of _commit (0.45 s for 1 GiB here) matter only when the upload fails;
+        # then they run before the error is returned, as close() would run them anyway.
+        try:
+            await self.writeback.wait_uploaded(node)
+        except BaseException:
+            await self._commit(node)
+            raise
 
     async def _commit(self, node: Node) -> None:
         """Make the written data durable in the cache, journal it, and queue its upload.
@@ -824,11 +861,20 @@ class Filesystem(pyfuse3.Operations):
             entry = node.entry
             attrs = entry.attrs.with_changes(size=size)
             content_type = entry.content_type or content_type_for(path)
+            stream, node.stream = node.stream, None
+            base = staged.base_etag
             try:
-                etag = await upload_file(
-                    self.store, key, staged.path, size, metadata=to_metadata(attrs), content_type=content_type,
-                    part_size=self.config.part_size, parallel=self.config.parallel,
-                    if_match=staged.base_etag, if_none_match=staged.base_etag is None)
+                etag = None
+                if stream is not None:
+                    if stream.key != key:
+                        stream.abandon("renamed")
+                    etag = await stream.finish(size, to_metadata(attrs), content_type, if_match=base,
+                                               if_none_match=base is None)
+                if etag is None:
+                    etag = await upload_file(
+                        self.store, key, staged.path, size, metadata=to_metadata(attrs), content_type=content_type,
+                        part_size=self.config.part_size, parallel=self.config.parallel, if_match=base,
+                        if_none_match=base is None)
             except PreconditionFailed:
                 own = await self._own_earlier_upload(key, staged.path, size)
                 if own is None:
@@ -854,8 +900,8 @@ class Filesystem(pyfuse3.Operations):
             current = (await self.store.head(key)).etag
         except NotFound:
             return None
-        ours = await trio.to_thread.run_sync(local_etag, path, size, self.config.part_size)
-        return current if current == ours else None
+        ours = await trio.to_thread.run_sync(local_etags, path, size, self.config.part_size)
+        return current if current in ours else None
 
     async def _keep_both(self, node: Node, key: str, size: int, attrs: Attrs, content_type: str) -> None:
         """Another writer changed the object since our version was based on it: never overwrite
@@ -891,6 +937,7 @@ class Filesystem(pyfuse3.Operations):
     def _discard_staged(self, node: Node) -> None:
         """The file is gone: drop its pending upload and its cached data."""
         self.writeback.cancel(node)
+        self._drop_stream(node, "deleted")
         if node.staged is not None:
             node.staged.synced_version = node.staged.version
         node.local_only = False
@@ -1057,7 +1104,15 @@ class Filesystem(pyfuse3.Operations):
         return [node.path or "?" for node in left]
 
     async def recover(self) -> int:
-        """Re-queue what an earlier daemon acknowledged but did not upload (crash, kill -9, OOM)."""
+        """Re-queue what an earlier daemon acknowledged but did not upload (crash, kill -9, OOM),
+        and abort the multipart uploads it left open."""
+        for upload_id, key in self.journal.open_uploads():
+            try:
+                await self.store.abort_multipart(key, upload_id)
+                self.journal.forget_upload(upload_id)
+                log.warning("aborted the unfinished upload of %s left by the previous daemon", key)
+            except ObsfsError as exc:
+                log.warning("could not abort the unfinished upload of %s (kept for the next mount): %s", key, exc)
         records = self.journal.all()
         known = {rec.data_file for rec in records}
         for name in self.staging.names() - known:

@@ -18,6 +18,7 @@ from obsfs.layout import is_under, rebase
 from obsfs.meta import Attrs
 
 if TYPE_CHECKING:
+    from obsfs.partstream import PartStream
     from obsfs.staging import StagedFile
 
 ROOT_INO = 1  # pyfuse3.ROOT_INODE
@@ -44,6 +45,7 @@ class Node:
     lookups: int = 0
     opens: int = 0
     staged: StagedFile | None = None
+    stream: PartStream | None = None  # its parts being uploaded while it is still written
     local_only: bool = False  # created here and not uploaded yet
     kernel_etag: str | None = None  # the version whose pages the kernel may still cache
     lock: trio.Lock = field(default_factory=trio.Lock)

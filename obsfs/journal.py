@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS dirty (
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
     content_type TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,  -- a multipart upload started while its file was being written
+    key       TEXT NOT NULL
 )
 """
 
@@ -55,7 +59,7 @@ class Journal:
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(_SCHEMA)
+        self.db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self.db.close()
@@ -71,6 +75,20 @@ class Journal:
     def remove(self, data_file: str) -> None:
         with _as_os_error():
             self.db.execute("DELETE FROM dirty WHERE data_file = ?", (data_file,))
+
+    def note_upload(self, upload_id: str, key: str) -> None:
+        """An open multipart upload: if we crash before it is completed or aborted, its parts
+        would cost storage for ever, so the next mount aborts what is listed here."""
+        with _as_os_error():
+            self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?)", (upload_id, key))
+
+    def forget_upload(self, upload_id: str) -> None:
+        with _as_os_error():
+            self.db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    def open_uploads(self) -> list[tuple[str, str]]:
+        """(upload id, key) of each multipart upload an earlier daemon left open."""
+        return [(r[0], r[1]) for r in self.db.execute("SELECT upload_id, key FROM uploads ORDER BY rowid")]
 
     def all(self) -> list[DirtyRecord]:
         rows = self.db.execute("SELECT data_file, key, base_etag, mode, uid, gid, mtime_ns, ctime_ns, "

@@ -23,6 +23,11 @@ class StagedFile:
         self.synced_version = 0
         self.base_etag: str | None = None  # the stored version our contents started from
         self.journaled = False  # a journal row exists for it
+        # Written only from start to end so far (a new or truncated file): its leading parts are
+        # final and may be uploaded before close (partstream.py). ``end`` is where the next
+        # append lands; kept here so that a write need not stat the file to know.
+        self.appending = True
+        self.end = 0
 
     @property
     def name(self) -> str:
@@ -44,11 +49,21 @@ class StagedFile:
     def write(self, offset: int, data: bytes) -> int:
         written = os.pwrite(self.fd, data, offset)
         self.mark_dirty()
+        if offset != self.end:
+            self.appending = False
+        self.end = max(self.end, offset + written)
         return written
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
         self.mark_dirty()
+        self.appending = size == 0
+        self.end = size
+
+    def adopt_contents(self) -> None:
+        """The file was filled from elsewhere (a download, an earlier daemon): not a fresh append."""
+        self.end = self.size()
+        self.appending = self.end == 0
 
     def remove(self) -> None:
         os.close(self.fd)
@@ -76,6 +91,7 @@ class StagingArea:
         except FileNotFoundError:
             return None
         staged = StagedFile(path, fd)
+        staged.adopt_contents()
         staged.version = 1  # dirty: the journal says the store does not have it
         staged.journaled = True
         return staged

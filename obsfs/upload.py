@@ -19,7 +19,7 @@ from obsfs.errors import NotFound, PreconditionFailed, first_error
 log = logging.getLogger(__name__)
 
 
-async def _check_precondition(store: AsyncStore, key: str, if_match: str | None, if_none_match: bool) -> None:
+async def check_precondition(store: AsyncStore, key: str, if_match: str | None, if_none_match: bool) -> None:
     """Multipart uploads cannot be conditional on every server (RGW ignores it), so check by HEAD."""
     if if_match is None and not if_none_match:
         return
@@ -31,9 +31,12 @@ async def _check_precondition(store: AsyncStore, key: str, if_match: str | None,
         raise PreconditionFailed(f"{key} changed in the store (ETag {current}, expected {if_match})", key=key)
 
 
-def local_etag(path: str, size: int, part_size: int) -> str:
-    """The ETag an S3 server gives this file uploaded our way: the MD5 of the body for a single
-    PUT, or the MD5 of the parts' MD5s plus "-<parts>" for a multipart upload."""
+def local_etags(path: str, size: int, part_size: int) -> set[str]:
+    """The ETags an S3 server may give this file uploaded our way: the MD5 of the body for a
+    single PUT, or the MD5 of the parts' MD5s plus "-<parts>" for a multipart upload. After a
+    copy onto itself (a streamed upload's final attributes) AWS and moto give the body's MD5 to
+    a multipart object too, so for a multipart size both forms count."""
+    whole = hashlib.md5(usedforsecurity=False)
     digests = []
     with open(path, "rb") as stream:
         for _ in range(0, max(size, 1), part_size):
@@ -41,12 +44,13 @@ def local_etag(path: str, size: int, part_size: int) -> str:
             remaining = part_size
             while remaining and (block := stream.read(min(remaining, 1 << 20))):
                 digest.update(block)
+                whole.update(block)
                 remaining -= len(block)
             digests.append(digest)
     if size <= part_size:
-        return digests[0].hexdigest()
+        return {whole.hexdigest()}
     combined = hashlib.md5(b"".join(d.digest() for d in digests), usedforsecurity=False)
-    return f"{combined.hexdigest()}-{len(digests)}"
+    return {f"{combined.hexdigest()}-{len(digests)}", whole.hexdigest()}
 
 
 async def upload_file(store: AsyncStore, key: str, local_path: str, size: int, *,
@@ -61,7 +65,7 @@ async def upload_file(store: AsyncStore, key: str, local_path: str, size: int, *
         etag = await store.put_file(key, local_path, metadata=metadata, content_type=content_type,
                                     if_match=if_match, if_none_match=if_none_match)
         return etag or (await store.head(key)).etag
-    await _check_precondition(store, key, if_match, if_none_match)
+    await check_precondition(store, key, if_match, if_none_match)
     upload_id = await store.initiate_multipart(key, metadata=metadata, content_type=content_type)
     parts: dict[int, str] = {}
     limiter = trio.CapacityLimiter(parallel)
@@ -77,7 +81,7 @@ async def upload_file(store: AsyncStore, key: str, local_path: str, size: int, *
                     nursery.start_soon(one_part, part_no, offset, min(part_size, size - offset))
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        await _check_precondition(store, key, if_match, if_none_match)
+        await check_precondition(store, key, if_match, if_none_match)
         await store.complete_multipart(key, upload_id, parts.items())
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(30):

@@ -83,7 +83,9 @@ def test_large_file_multipart(mounter: Mounter, moto: S3Server, bucket: str, s3:
     assert (mnt.path / "big").read_bytes() == payload
     fsync_tree(mnt.path)
     obj = head(s3, mnt, "big")
-    assert obj["ETag"].strip('"').endswith("-3")  # three 5 MiB parts
+    # Sent in 5 MiB parts while written (tests/test_partstream.py watches that); the final copy
+    # onto itself, for the attributes, gives moto's object a plain MD5 ETag.
+    assert obj["ContentLength"] == len(payload)
     assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == payload
 
 

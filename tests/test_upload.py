@@ -16,7 +16,7 @@ from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import StoreConfig
 from obsfs.backend.obs import ObsStore
 from obsfs.errors import AccessDenied, PreconditionFailed, StoreError, TemporaryFailure
-from obsfs.upload import local_etag, upload_file
+from obsfs.upload import local_etags, upload_file
 from tests.conftest import store_config
 from tests.s3server import S3Server
 
@@ -205,4 +205,4 @@ def test_if_match(recording: RecordingStore, s3: Any, bucket: str, tmp_path: Pat
 def test_local_etag_is_what_the_server_computes(recording: RecordingStore, tmp_path: Path, size: int) -> None:
     """How a retry recognises its own earlier attempt (one that timed out yet reached the store)."""
     path, _ = make_file(tmp_path, size)
-    assert upload(recording, "k", path, size) == local_etag(path, size, PART)
+    assert upload(recording, "k", path, size) in local_etags(path, size, PART)
