@@ -122,7 +122,7 @@ class VolumeStore:
             raise
         except NotFound:
             return None
-        return VolumeRecord.decode(data, f"{self.ref.bucket}/{self.record_key}")
+        return VolumeRecord.decode(bytes(data), f"{self.ref.bucket}/{self.record_key}")
 
     def write_record(self, record: VolumeRecord) -> None:
         self._call(lambda: self.store.put_bytes(self.record_key, record.encode(), metadata={},

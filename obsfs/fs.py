@@ -464,7 +464,7 @@ class Filesystem(pyfuse3.Operations):
         entry = await self._require(path)
         if not entry.attrs.is_link:
             raise FsError(errno.EINVAL, f"{path} is not a symbolic link")
-        target = await self.store.get_range(self.layout.file_key(path), 0, max(entry.attrs.size, 1))
+        target = bytes(await self.store.get_range(self.layout.file_key(path), 0, max(entry.attrs.size, 1)))
         node.entry = replace(entry, link_target=target)
         self._remember(path, node.entry)
         return target
@@ -753,7 +753,8 @@ class Filesystem(pyfuse3.Operations):
         return staged
 
     @boundary
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
+        # pyfuse3 replies from any contiguous buffer (PyObject_GetBuffer), its stub says bytes.
         handle = self._file_handle(fh)
         node = handle.node
         if node.staged is not None:

@@ -68,7 +68,7 @@ class ReadCache:
         self.hits += 1
         return data
 
-    def put(self, key: str, etag: str, index: int, data: bytes) -> None:
+    def put(self, key: str, etag: str, index: int, data: bytes | bytearray) -> None:
         if self.capacity <= 0 or len(data) > self.capacity:
             return
         name = self._name(key, etag, index)

@@ -606,9 +606,9 @@ class FakeStore:
                 self.active -= 1
                 self.finished += 1
 
-    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytes:
+    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytearray:
         self._blocking()
-        return b"data"
+        return bytearray(b"data")
 
     def head(self, key: str) -> str:
         if self.block_head:
@@ -625,7 +625,7 @@ def test_bulk_reads_do_not_starve_metadata_calls() -> None:
     store = async_store(fake, read_deadline=10, write_deadline=10, data_threads=2)
 
     async def main() -> None:
-        results: list[bytes] = []
+        results: list[bytes | bytearray] = []
 
         async def read() -> None:
             results.append(await store.get_range("k", 0, 4))

@@ -47,7 +47,7 @@ class AsyncStore:
     async def head(self, key: str) -> ObjectInfo:
         return await self._run(f"HEAD {key}", functools.partial(self.store.head, key))
 
-    async def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytes:
+    async def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytearray:
         return await self._run(f"GET {key}",
                                functools.partial(self.store.get_range, key, start, length, etag=etag),
                                data=True)

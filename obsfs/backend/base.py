@@ -69,7 +69,7 @@ class ObjectStore(abc.ABC):
         """Metadata of ``key``; raises NotFound."""
 
     @abc.abstractmethod
-    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytes:
+    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytearray:
         """Up to ``length`` bytes from ``start``; fewer only at the end of the object.
 
         With ``etag``, raises PreconditionFailed if the object changed, so a reader never mixes

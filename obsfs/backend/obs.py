@@ -216,30 +216,33 @@ class ObsStore(ObjectStore):
             stream.close()
         return total
 
-    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytes:
+    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytearray:
         _check_key(key)
         if length <= 0:
-            return b""
+            return bytearray()
         try:
             resp = self._open_stream(key, f"{start}-{start + length - 1}", etag)
         except InvalidRequest as exc:
             if exc.status == 416:  # range starts past the end
-                return b""
+                return bytearray()
             raise
         expected = int(dict((k.lower(), v) for k, v in resp.header or []).get("content-length", length))
-        out = bytearray(expected)  # filled in place: one copy from the socket, none after
+        # The socket reads straight into the result: one copy in user space, none after. At
+        # 1 GB/s per copy, each avoided copy of the 4 MiB chunks is 4 ms of GIL time per chunk.
+        out = bytearray(expected)
         view = memoryview(out)
-        filled = 0
-
-        def sink(chunk: memoryview) -> None:
-            nonlocal filled
-            view[filled:filled + len(chunk)] = chunk
-            filled += len(chunk)
-
-        got = self._drain(resp, key, sink)
+        stream = resp.body.response
+        got = 0
+        try:
+            while got < expected and (n := stream.readinto(view[got:])):
+                got += n
+        except (OSError, http.client.HTTPException) as exc:
+            raise _transport_error(exc, f"GET {key}", key) from None
+        finally:
+            stream.close()
         if got < expected:
             raise TemporaryFailure(f"GET {key}: connection closed after {got} of {expected} bytes", key=key)
-        return bytes(out)
+        return out
 
     def get_to_file(self, key: str, fd: int, *, etag: str | None = None) -> int:
         _check_key(key)
