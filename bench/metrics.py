@@ -36,6 +36,7 @@ METRICS = [
     Metric("umount_after_write", "unmount after the writes", "s", False, "write"),
     Metric("ls_cold", "ls -l {objects} objects, cold", "s", False, "ls", sdk=True),
     Metric("ls_warm", "ls -l {objects} objects, warm", "s", False, "ls"),
+    Metric("ls_remount", "ls -l {objects} objects, remount, same cache dir", "s", False, "ls"),
     Metric("rss_idle", "RSS idle (fresh mount)", "MiB", False, "write", memory=True),
     Metric("rss_peak", "RSS peak (VmHWM)", "MiB", False, "any", memory=True),
 ]

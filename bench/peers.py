@@ -1,6 +1,7 @@
 """The FUSE peers: obsfs, s3fs and rclone mount, each mounted the way its users would, on the same RGW.
 
-Each mount gets a fresh mount point and a fresh cache dir, so a "cold" mount really knows nothing. A
+Each mount gets a fresh mount point and a fresh cache dir, so a "cold" mount really knows nothing
+(except a remount, which is given the cache dir of the mount before it on purpose). A
 mount is always torn down, whatever happened: the peer's own unmount first (obsfs flushes there), then
 ``fusermount3 -u``, then ``-u -z``, then SIGTERM/SIGKILL of the processes that served it.
 
@@ -51,6 +52,7 @@ class Mount:
     peer: str
     path: Path
     log_file: Path
+    cache: Path
     proc: subprocess.Popen[bytes] | None
     peak: Memory = field(default_factory=lambda: Memory(0, 0))
 
@@ -102,15 +104,16 @@ class Peer(ABC):
         return "unknown"
 
     @contextmanager
-    def mounted(self) -> Iterator[Mount]:
+    def mounted(self, cache: Path | None = None) -> Iterator[Mount]:
+        """A mount with a fresh cache dir, or with ``cache`` (a remount that finds what was cached)."""
         self._count += 1
         tag = f"{self.name}-{self._count}"
         mnt = self.workdir / "mnt" / tag
-        cache = self.workdir / "cache" / tag
+        cache = cache or self.workdir / "cache" / tag
         log_file = self.workdir / "logs" / f"{tag}.log"
         for directory in (mnt, cache, log_file.parent):
             directory.mkdir(parents=True, exist_ok=True)
-        mount = Mount(self.name, mnt, log_file, None)
+        mount = Mount(self.name, mnt, log_file, cache, None)
         guard = HangGuard(mnt, self.hang_guard)
         try:
             mount.proc = self.start(mnt, cache, log_file)

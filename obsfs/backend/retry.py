@@ -8,6 +8,7 @@ retry sleep in the filesystem is a cancellable ``trio.sleep``, never a blocked t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -50,10 +51,12 @@ def call_with_retry(fn: Callable[[], T], what: str, deadline: float,
                     policy: RetryPolicy = DEFAULT_POLICY) -> T:
     """Run blocking ``fn`` until it succeeds, fails for good, or ``deadline`` seconds have passed."""
     end = time.monotonic() + deadline
-    for attempts, delay in enumerate(policy.delays(), start=1):
+    delays = policy.delays()  # drawn only on a failure: most calls succeed at once
+    for attempts in itertools.count(1):
         try:
             return fn()
         except TemporaryFailure as exc:
+            delay = next(delays)
             if time.monotonic() + delay >= end:
                 raise _give_up(exc, what, attempts, deadline) from None
             log.info("retrying %s in %.2f s: %s", what, delay, exc)
@@ -65,13 +68,15 @@ async def acall_with_retry(fn: Callable[[], Awaitable[T]], what: str, deadline: 
                            policy: RetryPolicy = DEFAULT_POLICY) -> T:
     """Trio version of ``call_with_retry``; the deadline is also enforced on each attempt."""
     end = trio.current_time() + deadline
-    for attempts, delay in enumerate(policy.delays(), start=1):
+    delays = policy.delays()
+    for attempts in itertools.count(1):
         try:
             with trio.fail_after(max(0.0, end - trio.current_time())):
                 return await fn()
         except trio.TooSlowError:
             raise _give_up(TemporaryFailure(f"{what}: no answer"), what, attempts, deadline) from None
         except TemporaryFailure as exc:
+            delay = next(delays)
             if trio.current_time() + delay >= end:
                 raise _give_up(exc, what, attempts, deadline) from None
             log.info("retrying %s in %.2f s: %s", what, delay, exc)

@@ -1,0 +1,42 @@
+"""The on-disk metadata cache: rows are batched, yet never missed by a lookup or a forget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from obsfs.meta import Attrs
+from obsfs.metacache import MetaCache
+
+ATTRS = Attrs(mode=0o100640, uid=7, gid=8, size=0, mtime_ns=1_000_000_123, ctime_ns=2_000_000_000)
+
+
+def test_a_pending_row_is_seen_by_lookup_and_survives_close(tmp_path: Path) -> None:
+    cache = MetaCache(tmp_path / "meta.db")
+    cache.put("a", "etag-a", ATTRS, "text/plain")
+    assert cache.lookup([("a", "etag-a")]) == {"a": (ATTRS, "text/plain")}
+    assert cache.lookup([("a", "another-etag")]) == {}, "a new ETag is a different object"
+    cache.put("b", "etag-b", ATTRS, None)
+    cache.close()
+    reopened = MetaCache(tmp_path / "meta.db")
+    assert reopened.lookup([("a", "etag-a"), ("b", "etag-b")]) == {"a": (ATTRS, "text/plain"), "b": (ATTRS, None)}
+
+
+def test_forget_drops_a_row_whether_written_or_pending(tmp_path: Path) -> None:
+    cache = MetaCache(tmp_path / "meta.db")
+    cache.put("written", "e1", ATTRS, None)
+    cache.flush()
+    cache.put("pending", "e2", ATTRS, None)
+    cache.forget("written")
+    cache.forget("pending")
+    assert cache.lookup([("written", "e1"), ("pending", "e2")]) == {}
+
+
+def test_many_rows_are_written_in_batches(tmp_path: Path) -> None:
+    cache = MetaCache(tmp_path / "meta.db")
+    for i in range(1000):
+        cache.put(f"k{i}", f"e{i}", ATTRS, None)
+    # Without a flush from us, all but the last partial batch are already on disk.
+    other = MetaCache(tmp_path / "meta.db")
+    assert len(other.lookup((f"k{i}", f"e{i}") for i in range(1000))) >= 1000 - 256
+    cache.close()
+    assert len(other.lookup((f"k{i}", f"e{i}") for i in range(1000))) == 1000
