@@ -428,9 +428,11 @@ class Filesystem(pyfuse3.Operations):
             if path:
                 self._remember(path, node.entry)
             if node.staged is not None:
-                # Written with the data: at flush if the file is open, else now.
+                # Written with the data: at flush if the file is open and nothing was acknowledged
+                # yet (cp -p, tar: fchmod before close), else now. The kernel sends RELEASE after
+                # close() has returned, so "closed, then chmod" can still find the file open here.
                 node.staged.mark_dirty()
-                if node.opens == 0:
+                if node.opens == 0 or node.staged.journaled:
                     await self._commit(node)
             elif path:
                 await self._store_attrs(node, path)
@@ -877,7 +879,7 @@ class Filesystem(pyfuse3.Operations):
                         part_size=self.config.part_size, parallel=self.config.parallel, if_match=base,
                         if_none_match=base is None)
             except PreconditionFailed:
-                own = await self._own_earlier_upload(key, staged.path, size)
+                own = await self._own_earlier_upload(key, staged.path, size, to_metadata(attrs), content_type)
                 if own is None:
                     await self._keep_both(node, key, size, attrs, content_type)
                     return
@@ -894,15 +896,24 @@ class Filesystem(pyfuse3.Operations):
             if not staged.dirty:
                 self._release_staged(node)
 
-    async def _own_earlier_upload(self, key: str, path: str, size: int) -> str | None:
-        """The stored ETag if the object already is exactly our data: an earlier attempt that timed
-        out (or a crash before the journal row was deleted) did reach the store. Not a conflict."""
+    async def _own_earlier_upload(self, key: str, path: str, size: int, metadata: dict[str, str],
+                                  content_type: str) -> str | None:
+        """The stored ETag if the object already holds exactly our data: an earlier attempt that
+        timed out (or a crash before the journal row was deleted) did reach the store. Not a
+        conflict. If only the attributes differ (a chmod after that attempt, or a streamed upload
+        whose final copy failed), they are brought up to date by a copy onto itself."""
         try:
-            current = (await self.store.head(key)).etag
+            info = await self.store.head(key)
         except NotFound:
             return None
         ours = await trio.to_thread.run_sync(local_etags, path, size, self.config.part_size)
-        return current if current in ours else None
+        if info.etag not in ours:
+            return None
+        stored = _user_metadata(info)
+        if any(stored.get(name) != value for name, value in metadata.items()) or info.content_type != content_type:
+            await self.store.copy(key, key, metadata=metadata, content_type=content_type, size=size)
+            return (await self.store.head(key)).etag
+        return info.etag
 
     async def _keep_both(self, node: Node, key: str, size: int, attrs: Attrs, content_type: str) -> None:
         """Another writer changed the object since our version was based on it: never overwrite

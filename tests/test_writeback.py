@@ -95,6 +95,23 @@ def test_kill_9_with_many_small_files(mounter: Mounter, moto: S3Server, bucket: 
     assert after.umount() == 0 or not is_mounted(after.path)
 
 
+def test_recovery_finds_its_upload_already_stored(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+    """The crash came after the upload but before the journal row was deleted: the object already
+    holds our bytes, so it is no conflict. Its attributes are the journal's, though, even where
+    the stored ones differ (the upload was sent before a chmod that close() acknowledged)."""
+    mnt = mounter.mount(moto, bucket, HOLD)
+    data = os.urandom(70_000)
+    (mnt.path / "doc").write_bytes(data)
+    os.chmod(mnt.path / "doc", 0o604)
+    kill_daemon(mnt)
+    s3.put_object(Bucket=bucket, Key="doc", Body=data, Metadata={"mode": str(0o100644)})
+    remount_and_drain(mounter, moto, bucket)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["doc"], "no conflict copy of identical bytes"
+    assert stored(s3, bucket, "doc") == data
+    assert int(s3.head_object(Bucket=bucket, Key="doc")["Metadata"]["mode"]) == 0o100604
+
+
 @pytest.fixture
 def private_moto() -> Iterator[S3Server]:
     server = start_moto()
