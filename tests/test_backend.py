@@ -6,6 +6,7 @@ What reached the store is checked with boto3, an independent client.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 import trio
 
 from obsfs.backend.aio import AsyncStore
-from obsfs.backend.base import ObjectStore, StoreConfig
+from obsfs.backend.base import ObjectInfo, ObjectStore, StoreConfig
 from obsfs.backend.obs import ObsStore, bare_etag, classify
 from obsfs.errors import (
     AccessDenied,
@@ -720,3 +721,46 @@ def test_quota_only_where_the_store_has_one(moto: S3Server, bucket: str) -> None
     """S3 has no bucket quota: no request is made. With the OBS signature the OBS call is sent."""
     assert ObsStore(store_config(moto, signature="v4"), bucket).set_quota(10 << 30) is False
     assert ObsStore(store_config(moto, signature="obs"), bucket).set_quota(10 << 30) is True
+
+
+def test_head_many_delivers_every_answer_in_the_trio_thread(moto: S3Server, bucket: str, s3: Any) -> None:
+    keys = [f"h/{i:03d}" for i in range(40)]
+    put_many(s3, bucket, keys)
+    store = AsyncStore(ObsStore(store_config(moto), bucket), read_deadline=10, write_deadline=10)
+    got: dict[str, object] = {}
+
+    def deliver(key: str, result: object) -> None:
+        trio.lowlevel.current_task()  # raises outside the trio thread
+        got[key] = result
+
+    async def main() -> None:
+        await store.head_many([*keys, "h/missing"], deliver, workers=4)
+
+    trio.run(main)
+    assert set(got) == {*keys, "h/missing"}
+    assert all(isinstance(got[k], ObjectInfo) and got[k].key == k for k in keys)  # type: ignore[attr-defined]
+    assert isinstance(got["h/missing"], NotFound)  # an error is an answer, not an exception
+
+
+def test_head_many_stops_its_threads_when_cancelled() -> None:
+    fake = FakeStore()
+    fake.block_head = True
+    store = async_store(fake, read_deadline=10, write_deadline=10)
+    delivered: list[str] = []
+
+    async def main() -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(store.head_many, [f"k{i}" for i in range(1000)],
+                                                     lambda key, _: delivered.append(key), workers=3))
+                with trio.fail_after(5):
+                    while fake.active < 3:
+                        await trio.sleep(0.01)
+                scope.cancel()
+                fake.release.set()  # the calls in flight end; each thread then sees the cancel
+        assert scope.cancelled_caught
+
+    trio.run(main)
+    # The three calls in flight when the cancel came finish; no thread takes a new key after it.
+    assert fake.calls == 3 and fake.active == 0
+    assert len(delivered) <= 3
