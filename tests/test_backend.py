@@ -764,3 +764,32 @@ def test_head_many_stops_its_threads_when_cancelled() -> None:
     # The three calls in flight when the cancel came finish; no thread takes a new key after it.
     assert fake.calls == 3 and fake.active == 0
     assert len(delivered) <= 3
+
+
+def test_a_listing_leaves_the_metadata_threads_free() -> None:
+    """head_many holds its threads for a whole listing: a stat elsewhere must not wait for it."""
+    release = threading.Event()
+    busy = threading.Semaphore(0)
+
+    class SlowBulk:
+        bucket = "fake"
+
+        def head(self, key: str) -> str:
+            if key.startswith("bulk/"):
+                busy.release()
+                assert release.wait(10)
+            return key
+
+    store = async_store(SlowBulk(), read_deadline=10, write_deadline=10, meta_threads=2, bulk_threads=2)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(store.head_many, [f"bulk/{i}" for i in range(10)],
+                                                 lambda key, result: None, workers=2))
+            for _ in range(2):  # both listing threads are inside a HEAD now
+                await trio.to_thread.run_sync(busy.acquire)
+            with trio.fail_after(5):
+                assert await store.head("other") == "other"
+            release.set()
+
+    trio.run(main)

@@ -1,9 +1,10 @@
 """Async access to an ``ObjectStore`` for the trio filesystem.
 
-The SDK blocks, so every call runs in a worker thread under one of two CapacityLimiters of our
-own: metadata (HEAD, LIST, small PUTs, DELETE) and data (GET, PUT, parts). A bulk transfer then
-cannot starve ``stat``. Retries and deadlines come from ``retry.py``: reads and metadata give up
-after ``read_deadline`` (the filesystem answers EIO), uploads after ``write_deadline``.
+The SDK blocks, so every call runs in a worker thread under one of three CapacityLimiters of our
+own: metadata (HEAD, LIST, small PUTs, DELETE), data (GET, PUT, parts) and the HEADs of a whole
+listing (``head_many``). A bulk transfer or a large listing then cannot starve ``stat``.
+Retries and deadlines come from ``retry.py``: reads and metadata give up after ``read_deadline``
+(the filesystem answers EIO), uploads after ``write_deadline``.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ class AsyncStore:
     """Trio-facing wrapper; one per mount."""
 
     def __init__(self, store: ObjectStore, *, read_deadline: float, write_deadline: float,
-                 meta_threads: int = 32, data_threads: int = 8) -> None:
+                 meta_threads: int = 32, data_threads: int = 8, bulk_threads: int = 16) -> None:
         self.store = store
         self.bucket = store.bucket
         self.read_deadline = read_deadline
         self.write_deadline = write_deadline
         self.meta_limiter = trio.CapacityLimiter(meta_threads)
         self.data_limiter = trio.CapacityLimiter(data_threads)
+        # head_many's threads hold a token for a whole listing: they get their own, so that a
+        # stat or an open elsewhere never queues behind 10,000 HEADs.
+        self.bulk_limiter = trio.CapacityLimiter(bulk_threads)
 
     async def _run(self, what: str, fn: Callable[[], T], *, data: bool = False, write: bool = False) -> T:
         limiter = self.data_limiter if data else self.meta_limiter
@@ -79,7 +83,7 @@ class AsyncStore:
 
         async with trio.open_nursery() as nursery:
             for _ in range(min(workers, len(queue))):
-                nursery.start_soon(functools.partial(trio.to_thread.run_sync, work, limiter=self.meta_limiter))
+                nursery.start_soon(functools.partial(trio.to_thread.run_sync, work, limiter=self.bulk_limiter))
 
     async def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytearray:
         return await self._run(f"GET {key}",
