@@ -988,6 +988,8 @@ class Filesystem(pyfuse3.Operations):
                 await self._commit(node)
         finally:
             node.opens -= 1
+            if node.opens == 0 and handle.reading.key is not None:
+                self.reader.forget(handle.reading.key)
             if node.staged is not None and not node.staged.dirty and not self.writeback.busy(node):
                 self._release_staged(node)
             self.inodes.drop_if_unused(node)

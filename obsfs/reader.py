@@ -39,6 +39,7 @@ class ReadState:
 
     next_offset: int = 0  # where a sequential reader reads next
     ahead: int = 0  # readahead window in chunks: doubles while sequential, 0 after a seek
+    key: str | None = None  # the object read through this handle, if any
 
 
 @dataclass(eq=False)
@@ -60,6 +61,7 @@ class ChunkReader:
     async def read(self, state: ReadState, key: str, etag: str, total: int, off: int, size: int) -> memoryview:
         """The bytes at ``off``: a view into the chunk, so a 1 MiB read copies nothing here (pyfuse3
         replies from any buffer)."""
+        state.key = key
         if off >= total:
             return memoryview(b"")
         size = min(size, total - off)
@@ -75,6 +77,12 @@ class ChunkReader:
         data = memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
         start = off - first * CHUNK
         return data[start:start + size]
+
+    def forget(self, key: str) -> None:
+        """The last handle of ``key`` closed: its chunks leave memory (the disk cache and the
+        kernel's page cache still have them), so an idle daemon does not keep 64 MiB of them."""
+        for chunk in [c for c in self._recent if c[0] == key]:
+            del self._recent[chunk]
 
     async def _chunk(self, chunk: ChunkId, total: int) -> Chunk:
         recent = self._recent.get(chunk)
