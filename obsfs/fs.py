@@ -201,6 +201,13 @@ class Filesystem(pyfuse3.Operations):
         return Entry(attrs=attrs, etag=info.etag or None, content_type=info.content_type,
                      exact=info.metadata is not None, has_marker=is_dir)
 
+    def _file_entry(self, info: ObjectInfo) -> Entry:
+        """The entry a file's HEAD gives; its exact attributes also go to the metadata cache."""
+        entry = self._object_entry(info, is_dir=False)
+        if info.etag:
+            self.meta_cache.put(info.key, info.etag, entry.attrs, info.content_type)
+        return entry
+
     def _remember(self, path: str, entry: Entry | None) -> None:
         """Record what a path is now, in the cache and in its node (unless the node has local truth)."""
         if path in self._inflight:
@@ -235,10 +242,7 @@ class Filesystem(pyfuse3.Operations):
         except NotFound:
             pass
         else:
-            entry = self._object_entry(info, is_dir=False)
-            if info.etag:
-                self.meta_cache.put(key, info.etag, entry.attrs, info.content_type)
-            return entry
+            return self._file_entry(info)
         page = await self.store.list(prefix=key + "/", delimiter=None, max_keys=1)
         if not page.objects and not page.prefixes:
             return None
@@ -559,10 +563,7 @@ class Filesystem(pyfuse3.Operations):
         self._stale.discard(path)
         try:
             if isinstance(result, ObjectInfo) and not stale:
-                entry = self._object_entry(result, is_dir=False)
-                if result.etag:
-                    self.meta_cache.put(result.key, result.etag, entry.attrs, result.content_type)
-                self._remember(path, entry)
+                self._remember(path, self._file_entry(result))
             elif isinstance(result, ObsfsError) and not isinstance(result, NotFound):
                 log.debug("prefetch of %s failed: %s", path, result)
         finally:
@@ -813,17 +814,17 @@ class Filesystem(pyfuse3.Operations):
         stream = node.stream
         if stream is not None:
             if staged is not None and staged.appending:
-                stream.grew(staged.end)
+                stream.grew(staged.size())
             else:
                 self._drop_stream(node, "written before its end")
-        elif (staged is not None and staged.appending and staged.end > self.config.part_size
+        elif (staged is not None and staged.appending and staged.size() > self.config.part_size
               and node.path is not None and self.nursery is not None):
             entry = node.entry
             node.stream = PartStream(self.store, self.journal, self.layout.file_key(node.path), staged.path,
                                      part_size=self.config.part_size, parallel=self.config.parallel,
                                      metadata=to_metadata(entry.attrs),
                                      content_type=entry.content_type or content_type_for(node.path))
-            node.stream.grew(staged.end)
+            node.stream.grew(staged.size())
             self.nursery.start_soon(node.stream.run)
 
     @staticmethod
@@ -846,7 +847,7 @@ class Filesystem(pyfuse3.Operations):
         # then they run before the error is returned, as close() would run them anyway.
         try:
             await self.writeback.wait_uploaded(node)
-        except BaseException:
+        except (ObsfsError, OSError):
             await self._commit(node)
             raise
 

@@ -30,7 +30,7 @@ import trio
 from obsfs.backend.aio import AsyncStore
 from obsfs.errors import ObsfsError
 from obsfs.journal import Journal
-from obsfs.upload import check_precondition
+from obsfs.upload import abort_quietly, check_precondition
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +148,7 @@ class PartStream:
             limiter.release_on_behalf_of(start)
 
     async def _abort(self) -> None:
-        if self.upload_id is None:
-            return
-        with trio.CancelScope(shield=True), trio.move_on_after(30):
-            try:
-                await self.store.abort_multipart(self.key, self.upload_id)
-                self.journal.forget_upload(self.upload_id)
-            except (ObsfsError, OSError) as exc:
-                # The journal keeps the id; the next mount tries again.
-                log.warning("could not abort the streamed upload of %s: %s", self.key, exc)
+        # If the abort fails, the journal keeps the id and the next mount tries again.
+        if self.upload_id is not None and await abort_quietly(self.store, self.key, self.upload_id):
+            self.journal.forget_upload(self.upload_id)
         self.upload_id = None

@@ -24,10 +24,11 @@ class StagedFile:
         self.base_etag: str | None = None  # the stored version our contents started from
         self.journaled = False  # a journal row exists for it
         # Written only from start to end so far (a new or truncated file): its leading parts are
-        # final and may be uploaded before close (partstream.py). ``end`` is where the next
-        # append lands; kept here so that a write need not stat the file to know.
+        # final and may be uploaded before close (partstream.py).
         self.appending = True
-        self.end = 0
+        # Kept as the file changes, all of which goes through this class (a download is adopted
+        # after it), so a write or a getattr needs no fstat.
+        self._size = 0
 
     @property
     def name(self) -> str:
@@ -41,7 +42,7 @@ class StagedFile:
         self.version += 1
 
     def size(self) -> int:
-        return os.fstat(self.fd).st_size
+        return self._size
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)
@@ -49,21 +50,21 @@ class StagedFile:
     def write(self, offset: int, data: bytes) -> int:
         written = os.pwrite(self.fd, data, offset)
         self.mark_dirty()
-        if offset != self.end:
+        if offset != self._size:
             self.appending = False
-        self.end = max(self.end, offset + written)
+        self._size = max(self._size, offset + written)
         return written
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
         self.mark_dirty()
         self.appending = size == 0
-        self.end = size
+        self._size = size
 
     def adopt_contents(self) -> None:
         """The file was filled from elsewhere (a download, an earlier daemon): not a fresh append."""
-        self.end = self.size()
-        self.appending = self.end == 0
+        self._size = os.fstat(self.fd).st_size
+        self.appending = self._size == 0
 
     def remove(self) -> None:
         os.close(self.fd)

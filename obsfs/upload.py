@@ -31,6 +31,21 @@ async def check_precondition(store: AsyncStore, key: str, if_match: str | None, 
         raise PreconditionFailed(f"{key} changed in the store (ETag {current}, expected {if_match})", key=key)
 
 
+async def abort_quietly(store: AsyncStore, key: str, upload_id: str) -> bool:
+    """Drop an unfinished multipart upload so its parts stop costing storage; True if it is gone.
+
+    It runs even in a cancelled scope (for at most 30 s) and only logs its own failure: the
+    caller is already on its way out with the error that brought it here.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(30):
+        try:
+            await store.abort_multipart(key, upload_id)
+            return True
+        except Exception as exc:
+            log.warning("could not abort the multipart upload of %s: %s", key, exc)
+    return False
+
+
 def local_etags(path: str, size: int, part_size: int) -> set[str]:
     """The ETags an S3 server may give this file uploaded our way: the MD5 of the body for a
     single PUT, or the MD5 of the parts' MD5s plus "-<parts>" for a multipart upload. After a
@@ -84,11 +99,7 @@ async def upload_file(store: AsyncStore, key: str, local_path: str, size: int, *
         await check_precondition(store, key, if_match, if_none_match)
         await store.complete_multipart(key, upload_id, parts.items())
     except BaseException:
-        with trio.CancelScope(shield=True), trio.move_on_after(30):
-            try:
-                await store.abort_multipart(key, upload_id)
-            except Exception as exc:  # the upload already failed; say so, then raise that
-                log.warning("could not abort multipart upload of %s: %s", key, exc)
+        await abort_quietly(store, key, upload_id)
         raise
     # RGW returns no ETag from complete; the HEAD is the only reliable source.
     return (await store.head(key)).etag
