@@ -19,11 +19,16 @@ RUN apt-get update \
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/obsfs
 WORKDIR /src
+# Exactly the versions and files (sha256) of the lock, as scripts/install.sh does: the build tools
+# first, then the runtime packages, built without isolation so that nothing comes from outside it.
+COPY requirements/build.lock requirements/runtime.lock ./requirements/
+RUN /opt/obsfs/bin/pip install --no-deps --require-hashes -r requirements/build.lock \
+ && /opt/obsfs/bin/pip install --no-deps --require-hashes --no-build-isolation -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY obsfs ./obsfs
 COPY csi ./csi
 # A regular (not editable) install: the virtualenv must not point back into /src.
-RUN /opt/obsfs/bin/pip install /src
+RUN /opt/obsfs/bin/pip install --no-deps --no-build-isolation /src
 
 # -- runtime: libfuse3 and fusermount3, the virtualenv, nothing from the build ---------------
 FROM ${PYTHON_IMAGE}

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Installs everything obsfs needs on a Debian bookworm machine, as root: system packages from apt,
-# Python packages into ./.venv. Safe to run again; it only adds what is missing.
+# Installs everything obsfs, its tests and its bench need on a Debian bookworm machine, as root:
+# system packages from apt, and Python packages into ./.venv from requirements/*.lock, exactly the
+# versions and files (sha256) recorded there. Safe to run again: apt only adds what is missing, and
+# pip runs only when the locks or pyproject.toml changed since the last install into this venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config s3fs rclone fio rsync git python3 python3-venv python3-dev gcc procps psmisc)
+# fuse3..gcc: obsfs and building pyfuse3; s3fs, rclone, fio: the bench's peers; ceph-*, radosgw:
+# the local Ceph RGW of scripts/rgw.sh; curl: rgw.sh waits with it; the rest: tests.
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config s3fs rclone fio rsync git python3 python3-venv python3-dev gcc procps
+  psmisc ceph-mon ceph-osd radosgw ceph-common curl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -20,5 +25,15 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+# The build tools first: the packages that come as source (pyfuse3, crcmod, esdk-obs-python) are
+# built without build isolation, with these, so that nothing is fetched outside the lock.
+stamp=.venv/obsfs-installed-from
+wanted=$(cat requirements/build.lock requirements/dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  pip=(.venv/bin/pip install -q --disable-pip-version-check --no-deps)
+  "${pip[@]}" --require-hashes -r requirements/build.lock
+  "${pip[@]}" --require-hashes --no-build-isolation -r requirements/dev.lock
+  "${pip[@]}" --no-build-isolation -e .
+  echo "$wanted" >"$stamp"
+fi
 echo "install: done (.venv ready)"

@@ -3,6 +3,8 @@ signature checks), buckets, and store configs pointing at them."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from botocore.config import Config
 
 from obsfs.backend.base import StoreConfig
-from tests.mounting import Mount, Mounter
+from tests.mounting import Mount, Mounter, force_unmount, is_mounted, kill_daemon_of
 from tests.s3server import S3Server, start_moto, start_rgw, stop_rgw
 
 
@@ -82,6 +84,21 @@ def mounter(tmp_path: Path) -> Iterator[Mounter]:
     yield m
     problems = m.teardown()
     assert not problems, f"{problems}\n--- daemon logs ---\n{m.log_text()}"
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A 0755 directory outside pytest's 0700 tmp tree, for mounts that processes of other uids walk
+    into. Removed afterwards: anything still mounted inside is taken down first, whatever the order
+    in which the test's other fixtures ended."""
+    path = Path(tempfile.mkdtemp(prefix="obsfs-public-"))
+    path.chmod(0o755)
+    yield path
+    for entry in path.iterdir():
+        if is_mounted(entry):
+            kill_daemon_of(entry)
+            force_unmount(entry)
+    shutil.rmtree(path)
 
 
 @pytest.fixture

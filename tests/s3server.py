@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED_RGW = Path(__file__).resolve().parents[2] / "shared" / "rgw"
+RGW_SH = Path(__file__).resolve().parents[1] / "scripts" / "rgw.sh"
 
 
 def free_port() -> int:
@@ -90,11 +90,16 @@ def start_moto(port: int | None = None, log_path: Path | None = None) -> S3Serve
 
 
 def start_rgw(workdir: Path) -> S3Server:
-    """Ceph RGW from ../shared/rgw: the only server here that checks signatures."""
-    port = free_port()
-    env = dict(os.environ, CEPH_DIR=str(workdir), RGW_PORT=str(port), OSD_STORE="memstore")
-    subprocess.run([str(SHARED_RGW / "start-rgw.sh")], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Ceph RGW (scripts/rgw.sh, memstore): the only server here that checks signatures. Every port
+    is picked free, so a bench or another test session can run its own cluster meanwhile."""
+    port, mon, mon_v1 = (free_port() for _ in range(3))
+    env = dict(os.environ, RGW_DIR=str(workdir), RGW_PORT=str(port), MON_PORT=str(mon), MON_PORT_V1=str(mon_v1),
+               OSD_STORE="memstore")
+    started = subprocess.run([str(RGW_SH), "start"], env=env, stdin=subprocess.DEVNULL, capture_output=True)
+    if started.returncode != 0:
+        stop_rgw(workdir)
+        raise RuntimeError(f"scripts/rgw.sh start failed ({started.returncode}):\n"
+                           + started.stderr.decode(errors="replace")[-3000:])
     endpoint = f"http://127.0.0.1:{port}"
     wait_http(endpoint + "/")
     return S3Server(endpoint=endpoint, access_key=env.get("S3_ACCESS_KEY", "AK"),
@@ -102,6 +107,5 @@ def start_rgw(workdir: Path) -> S3Server:
 
 
 def stop_rgw(workdir: Path) -> None:
-    env = dict(os.environ, CEPH_DIR=str(workdir))
-    subprocess.run([str(SHARED_RGW / "stop-rgw.sh")], env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([str(RGW_SH), "stop"], env=dict(os.environ, RGW_DIR=str(workdir)), check=False,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -279,12 +278,11 @@ def test_unlink_open_file_keeps_handle(mnt: Mount, s3: Any) -> None:
     assert stored_keys(s3, mnt) == []
 
 
-def test_fsgroup_lets_a_group_member_write(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+def test_fsgroup_lets_a_group_member_write(public_dir: Path, mounter: Mounter, moto: S3Server, bucket: str,
+                                          s3: Any) -> None:
     s3.put_object(Bucket=bucket, Key="existing", Body=b"x")
-    public = Path(tempfile.mkdtemp(prefix="obsfs-fsgroup-"))  # pytest's tmp dirs are 0700
-    public.chmod(0o755)
-    (public / "mnt").mkdir()
-    result, mnt = mounter.run(moto, bucket, public / "mnt", "fsgroup=4321,allow_other")
+    (public_dir / "mnt").mkdir()
+    result, mnt = mounter.run(moto, bucket, public_dir / "mnt", "fsgroup=4321,allow_other")
     assert result.returncode == 0, result.stderr
     st = (mnt.path / "existing").stat()
     assert st.st_gid == 4321 and st.st_mode & 0o060 == 0o060
