@@ -188,6 +188,9 @@ class Filesystem(pyfuse3.Operations):
         self._next_fh = 1
         self._inflight: dict[str, trio.Event] = {}
         self._stale: set[str] = set()
+        # Directory path -> one set per listing of it in progress: the names this mount changed
+        # (created, uploaded, renamed, removed) while its LIST pages were being fetched.
+        self._listings: dict[str, list[set[str]]] = {}
         self.nursery: trio.Nursery | None = None  # set by mount.py; background prefetches run here
 
     # ------------------------------------------------------------------ entries and caches
@@ -212,6 +215,9 @@ class Filesystem(pyfuse3.Operations):
         """Record what a path is now, in the cache and in its node (unless the node has local truth)."""
         if path in self._inflight:
             self._stale.add(path)  # a HEAD that started before this change must not overwrite it
+        if path:
+            for changed in self._listings.get(parent_of(path), ()):
+                changed.add(name_of(path))  # a page already fetched may say otherwise
         self.stat_cache[path] = NEGATIVE if entry is None else entry
         node = self.inodes.by_path(path)
         if node is not None and entry is not None:
@@ -483,8 +489,8 @@ class Filesystem(pyfuse3.Operations):
             raise FsError(errno.ENOTDIR)
         return self._add_handle(DirHandle(node))
 
-    async def _list(self, path: str) -> list[tuple[str, Entry]]:
-        """All children of ``path``: one LIST per 1000 keys, no HEAD; fills the caches."""
+    async def _list_pages(self, path: str) -> dict[str, Entry]:
+        """The children the store lists, by name, with what the caches know of them."""
         prefix = self.layout.dir_key(path)
         found: dict[str, Entry] = {}
         marker: str | None = None
@@ -518,6 +524,28 @@ class Filesystem(pyfuse3.Operations):
             if page.next_marker is None:
                 break
             marker = page.next_marker
+        return found
+
+    async def _list(self, path: str) -> list[tuple[str, Entry]]:
+        """All children of ``path``: one LIST per 1000 keys, no HEAD; fills the caches."""
+        changed: set[str] = set()
+        self._listings.setdefault(path, []).append(changed)
+        try:
+            found = await self._list_pages(path)
+        finally:
+            running = [c for c in self._listings[path] if c is not changed]  # by identity: sets compare equal
+            if running:
+                self._listings[path] = running
+            else:
+                del self._listings[path]
+        # What this mount did meanwhile is newer than the pages: an upload that ended after its
+        # page was fetched, a file removed or renamed after its page listed it.
+        for name in changed:
+            now = self.stat_cache.get(join(path, name))
+            if now is NEGATIVE:
+                found.pop(name, None)
+            elif isinstance(now, Entry):
+                found[name] = now
         for local_path, node in self.local_only.items():
             if parent_of(local_path) == path and node.path == local_path:
                 found[name_of(local_path)] = node.entry
@@ -1023,34 +1051,59 @@ class Filesystem(pyfuse3.Operations):
         if source.attrs.is_dir:
             await self._rename_dir(old, new, source, target)
         else:
-            await self._rename_file(old, new, source, target)
+            await self._rename_file(old, new)
 
-    async def _rename_file(self, old: str, new: str, source: Entry, target: Entry | None) -> None:
+    async def _rename_file(self, old: str, new: str) -> None:
         node = self.inodes.by_path(old)
-        if node is not None and node.staged is not None:
-            async with node.lock:  # not while an upload of the old name is in flight
-                if node.staged is not None and (node.local_only or node.staged.dirty):
-                    await self._rename_unsent(node, old, new, source, target)
-                    return
-        await self.store.copy(self.layout.file_key(old), self.layout.file_key(new),
-                              metadata=to_metadata(source.attrs),
-                              content_type=source.content_type or content_type_for(new), size=source.attrs.size)
-        await self.store.delete(self.layout.file_key(old))
-        self._moved(old, new, source)
-        if node is not None and node.staged is not None:
-            node.staged.base_etag = (await self.store.head(self.layout.file_key(new))).etag
+        replaced = self.inodes.by_path(new)
+        async with contextlib.AsyncExitStack() as stack:
+            # No upload of either name may be in flight while names change: the source's would
+            # land under the old key, and the target's, ending after us, would overwrite the new
+            # contents or be taken for another client's change. Inode order: no lock cycles.
+            for locked in sorted({n for n in (node, replaced) if n is not None and n.staged is not None},
+                                 key=lambda n: n.ino):
+                await stack.enter_async_context(locked.lock)
+            # Asked again: an upload that ended while we waited changed what both names are.
+            source = await self._require(old)
+            target = await self._stat(new, need_exact=False)
+            if node is not None and node.path != old:
+                raise FsError(errno.ENOENT, f"{old} was renamed or removed meanwhile")
+            if node is not None and node.staged is not None and (node.local_only or node.staged.dirty):
+                await self._rename_unsent(node, old, new, self._stored_etag(replaced, new, target))
+                return
+            old_key, new_key = self.layout.file_key(old), self.layout.file_key(new)
+            await self.store.copy(old_key, new_key, metadata=to_metadata(source.attrs),
+                                  content_type=source.content_type or content_type_for(new), size=source.attrs.size)
+            await self.store.delete(old_key)
+            # A copy may give the object another ETag (multipart objects); reads and later
+            # conditional uploads need the one it has now.
+            etag = (await self.store.head(new_key)).etag or None
+            self._moved(old, new, replace(source, etag=etag))
+            if node is not None and node.staged is not None:
+                node.staged.base_etag = etag
 
-    async def _rename_unsent(self, node: Node, old: str, new: str, source: Entry, target: Entry | None) -> None:
-        """Data not yet in the store moves locally and is uploaded once, under the new name."""
+    @staticmethod
+    def _stored_etag(node: Node | None, path: str, entry: Entry | None) -> str | None:
+        """The ETag of what the store holds at ``path`` (with ``node`` and ``entry`` what this
+        mount knows of it): with pending data, the version that data replaces. None: the store
+        has no object there."""
+        if node is not None and node.path == path and node.staged is not None:
+            return node.staged.base_etag
+        return entry.etag if entry is not None else None
+
+    async def _rename_unsent(self, node: Node, old: str, new: str, base: str | None) -> None:
+        """Data not yet in the store moves locally and is uploaded once, under the new name,
+        conditional on ``base``, the object it replaces there."""
         assert node.staged is not None
+        old_stored = node.staged.base_etag is not None  # the old key holds an object to remove
         self._moved(old, new, node.entry)
+        node.staged.base_etag = base
+        node.local_only = base is None
         if node.local_only:
             self.local_only[new] = node
-        # The upload replaces whatever the new name holds now: base it on that.
-        node.staged.base_etag = target.etag if target is not None else None
         node.staged.mark_dirty()
         await self._commit(node)
-        if source.etag is not None and not node.local_only:
+        if old_stored:
             await self.store.delete(self.layout.file_key(old))
 
     def _moved(self, old: str, new: str, entry: Entry) -> None:

@@ -86,7 +86,7 @@ class ChunkReader:
 
     async def _chunk(self, chunk: ChunkId, total: int) -> Chunk:
         recent = self._recent.get(chunk)
-        if recent is not None:
+        if recent is not None and chunk[1]:
             return recent
         cached = self.read_cache.get(*chunk)
         if cached is not None:
@@ -107,7 +107,8 @@ class ChunkReader:
             start = index * CHUNK
             data = await self.store.get_range(key, start, min(CHUNK, total - start), etag=etag or None)
             flight.data = data
-            self._recent[chunk] = data
+            if etag:  # without an ETag, a chunk cannot be told from the next version's: not kept
+                self._recent[chunk] = data
         finally:
             del self._flights[chunk]
             flight.done.set()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.mounting import Mounter
 from tests.s3server import S3Server
@@ -58,3 +61,54 @@ def test_git_clone_status_log(mounter: Mounter, moto: S3Server, bucket: str, tmp
     out = subprocess.run([*GIT, "-C", str(again.path / "clone"), "status", "--porcelain"], check=True,
                          capture_output=True, text=True).stdout
     assert out == ""
+
+
+@pytest.mark.parametrize("delay", ["0", "0.5", "2"])
+def test_git_history_survives_a_remount_on_a_fresh_cache(mounter: Mounter, moto: S3Server, bucket: str,
+                                                         s3: Any, tmp_path: Path, delay: str) -> None:
+    """git replaces index, refs and config by rename over and over within upload_delay, and gc
+    deletes what it packed. After a remount that has none of the first daemon's cache, every
+    object, ref and the index must be what git last wrote."""
+    mnt = mounter.mount(moto, bucket, f"upload_delay={delay}", f"cache_dir={tmp_path / 'cache-1'}")
+    repo = mnt.path / "repo"
+
+    def git(*args: str, cwd: Path | None = None) -> str:
+        done = subprocess.run([*GIT, "-C", str(cwd or repo), *args], capture_output=True, text=True)
+        assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    git("init", "-q", str(repo), cwd=mnt.path)
+    git("config", "branch.main.description", "kept in .git/config")
+    for number in range(12):
+        (repo / f"main-{number % 4}.txt").write_text(f"main {number}\n")
+        git("add", ".")
+        git("commit", "-qm", f"main {number}")
+    git("checkout", "-qb", "topic", "HEAD~4")
+    for number in range(10):
+        (repo / f"topic-{number % 3}.txt").write_text(f"topic {number}\n")
+        git("add", ".")
+        git("commit", "-qm", f"topic {number}")
+    git("checkout", "-qb", "rebased", "topic")
+    git("rebase", "-q", "main")
+    git("checkout", "-q", "main")
+    git("merge", "-q", "--no-edit", "topic")
+    for number in range(8):
+        (repo / "after-merge.txt").write_text(f"after {number}\n")
+        git("add", "after-merge.txt")
+        git("commit", "-qm", f"after merge {number}")
+    git("gc", "-q")
+    log = git("log", "--all", "--format=%H %P %s")
+    refs = git("show-ref")
+    assert len(git("rev-list", "--all").split()) >= 30
+    git("fsck", "--full", "--strict")
+    assert mnt.umount() == 0
+
+    again = mounter.mount(moto, bucket, f"cache_dir={tmp_path / 'cache-2'}")
+    repo = again.path / "repo"
+    git("fsck", "--full", "--strict")
+    assert git("log", "--all", "--format=%H %P %s") == log
+    assert git("show-ref") == refs
+    assert git("status", "--porcelain") == ""
+    assert git("config", "branch.main.description").strip() == "kept in .git/config"
+    stored = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert [k for k in stored if "obsfs-conflict" in k] == [], "a replacement was taken for another client's change"

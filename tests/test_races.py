@@ -1,0 +1,107 @@
+"""Races inside one mount's write-back queue: names replaced, removed and listed while their
+uploads wait or run. Each test makes the race likelier (no upload delay, tight loops, a writer
+that never pauses) instead of waiting it out."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.mounting import Mounter
+from tests.s3server import S3Server
+
+DELAYS = ["0", "0.5", "2"]
+
+
+def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def body(s3: Any, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+def test_replacing_a_name_again_within_upload_delay(mounter: Mounter, moto: S3Server, bucket: str, s3: Any,
+                                                   delay: str) -> None:
+    """An editor's or git's atomic save, repeated: each replacement is based on the one before it,
+    not on what the store held when the mount last asked, so none is taken for a foreign change."""
+    s3.put_object(Bucket=bucket, Key="a", Body=b"stored before the mount")
+    mnt = mounter.mount(moto, bucket, f"upload_delay={delay}")
+    for version in range(25):
+        (mnt.path / "a.tmp").write_bytes(f"version {version}".encode())
+        os.rename(mnt.path / "a.tmp", mnt.path / "a")
+        assert (mnt.path / "a").read_bytes() == f"version {version}".encode()
+    assert mnt.umount() == 0
+    assert keys(s3, bucket) == ["a"], "a conflict copy or a leftover temporary name"
+    assert body(s3, bucket, "a") == b"version 24"
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+def test_replacing_then_removing_a_name_within_upload_delay(mounter: Mounter, moto: S3Server, bucket: str,
+                                                           s3: Any, delay: str) -> None:
+    """The stored object that a replacement was waiting to overwrite is removed with the name."""
+    s3.put_object(Bucket=bucket, Key="a", Body=b"old")
+    s3.put_object(Bucket=bucket, Key="b", Body=b"old")
+    mnt = mounter.mount(moto, bucket, f"upload_delay={delay}")
+    (mnt.path / "a.tmp").write_bytes(b"new")
+    os.rename(mnt.path / "a.tmp", mnt.path / "a")
+    os.unlink(mnt.path / "a")
+    for version in range(3):  # twice replaced, then removed
+        (mnt.path / "b.tmp").write_bytes(f"new {version}".encode())
+        os.rename(mnt.path / "b.tmp", mnt.path / "b")
+    os.unlink(mnt.path / "b")
+    assert os.listdir(mnt.path) == []
+    assert mnt.umount() == 0
+    assert keys(s3, bucket) == []
+    again = mounter.mount(moto, bucket)
+    assert os.listdir(again.path) == []
+
+
+def test_a_listing_shows_files_whose_upload_ends_meanwhile(mounter: Mounter, moto: S3Server, bucket: str,
+                                                           s3: Any) -> None:
+    """Every file closed before opendir is in the listing, whether its upload ended before, during
+    or after the LIST pages were fetched. Three pages of keys sort after the new names, so a new
+    file's page is fetched first, and the listing takes longer than the upload delay: files that
+    wait for it when the listing starts are uploaded while the rest is listed."""
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: s3.put_object(Bucket=bucket, Key=f"d/m-{n:05d}", Body=b""), range(3000)))
+    mnt = mounter.mount(moto, bucket, "upload_delay=0.2")
+    directory = mnt.path / "d"
+    closed: list[str] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            number = 0
+            while not stop.is_set():
+                name = f"a-{number:05d}"
+                (directory / name).write_bytes(b"x")
+                closed.append(name)
+                number += 1
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    missed = []
+    try:
+        for _ in range(15):
+            before = set(closed)
+            listed = set(os.listdir(directory))
+            missed.append(sorted(before - listed))
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    assert closed, "the writer wrote nothing"
+    assert not any(missed), f"listings missed files closed before they started: {[m for m in missed if m]}"
+    assert set(os.listdir(directory)) == set(closed) | {f"m-{n:05d}" for n in range(3000)}
+    assert mnt.umount() == 0
+    assert set(keys(s3, bucket, "d/a-")) == {f"d/{name}" for name in closed}
