@@ -97,3 +97,33 @@ def test_unrepresentable_metadata_shows_the_defaults(mounter: Mounter, moto: S3S
         assert len(warnings_about(log, name)) == 1, (name, warnings_about(log, name))
     for name in CORRECTED:
         assert warnings_about(log, name) == []
+
+
+def test_names_longer_than_255_bytes_are_left_out(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
+    """S3 keys may have 1,024 bytes in one component; a FUSE name has at most 255 (NAME_MAX), so
+    such a file or directory cannot be reached, and a listing that showed it would only lie."""
+    reachable = {"ok": "long/ok", "n" * 255: f"long/{'n' * 255}", "é" * 127: f"long/{'é' * 127}",
+                 "p" * 255: f"long/{'p' * 255}/inside"}
+    unreachable = {"long/" + "f" * 256: "long/" + "f" * 256,
+                   "long/" + "é" * 128: "long/" + "é" * 128,  # 128 characters, 256 bytes
+                   "long/" + "d" * 300 + "/": "long/" + "d" * 300 + "/inside",  # an implicit directory
+                   "long/" + "m" * 256 + "/": "long/" + "m" * 256 + "/",  # a directory marker
+                   "r" * 1000: "r" * 1000}
+    for key in [*reachable.values(), *unreachable.values()]:
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    mnt = mounter.mount(moto, bucket, *NO_CACHES)
+
+    for _ in range(2):
+        assert os.listdir(mnt.path) == ["long"]
+        assert sorted(os.listdir(mnt.path / "long")) == sorted(reachable)
+        assert all(name in ls_l(mnt.path / "long") for name in reachable)
+        for name, key in reachable.items():
+            if key.endswith("/inside"):
+                assert (mnt.path / "long" / name / "inside").read_bytes() == key.encode()
+            else:
+                assert (mnt.path / "long" / name).read_bytes() == key.encode()
+
+    assert mnt.umount() == 0
+    log = mounter.log_text()
+    for shown_as in unreachable:
+        assert len(warnings_about(log, shown_as)) == 1, (shown_as, warnings_about(log, shown_as))
