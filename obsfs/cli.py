@@ -112,6 +112,9 @@ def mount(args: argparse.Namespace) -> int:
 
 
 def run_foreground(spec: MountSpec, creds: Credentials, ready_fd: int | None) -> int:
+    # Everything the daemon creates (cache dir, SQLite files, cached chunks, the log file) holds
+    # file contents, keys or paths: private to its user, whatever umask it was started with.
+    os.umask(0o077)
     setup_logging(spec.options.dbglevel, spec.options.logfile, foreground=ready_fd is None)
 
     announced = False

@@ -40,7 +40,7 @@ from obsfs.errors import (
 )
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.journal import DirtyRecord, Journal
-from obsfs.layout import InvalidName, Layout, decode_name, is_under, join, name_of, parent_of
+from obsfs.layout import InvalidName, Layout, decode_name, is_under, join, listed_name, name_of, parent_of
 from obsfs.meta import (
     DIR_CONTENT_TYPE,
     Attrs,
@@ -499,8 +499,8 @@ class Filesystem(pyfuse3.Operations):
             # Attributes HEADed before (this mount or an earlier one) for the same ETag.
             known = self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag)
             for info in page.objects:
-                name = info.key[len(prefix):]
-                if not name or name in (".", "..") or "/" in name or (not path and name in self.config.hidden):
+                name = listed_name(prefix, info.key)
+                if name is None or (not path and name in self.config.hidden):
                     continue  # the directory's own marker, a key we cannot show, or a reserved name
                 child = join(path, name)
                 cached = self.stat_cache.get(child)
@@ -513,8 +513,8 @@ class Filesystem(pyfuse3.Operations):
                 else:
                     found[name] = self._object_entry(info, is_dir=False)
             for sub in page.prefixes:
-                name = sub[len(prefix):].rstrip("/")
-                if not name or name in (".", "..") or "/" in name or name in found:
+                name = listed_name(prefix, sub)
+                if name is None or name in found:
                     continue
                 cached = self.stat_cache.get(join(path, name))
                 if isinstance(cached, Entry) and cached.attrs.is_dir:

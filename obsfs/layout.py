@@ -3,13 +3,20 @@
 Paths are relative, ``/``-separated, without leading slash; the root is ``""``. A mount of
 ``BUCKET:/PREFIX`` puts every key under ``PREFIX/``. Directories are ``dir/`` marker keys (or just
 key prefixes); files and symlinks are the plain key.
+
+Not every key has a path: a component may be longer than a FUSE name (255 bytes against S3's
+1,024), empty (``a//b``), or ``.``/``..``. Such keys stay out of listings (``listed_name``).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from obsfs.errors import ObsfsError
+from obsfs.warnonce import WarnOnce
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255
@@ -34,6 +41,24 @@ def decode_name(name: bytes) -> str:
     if text in ("", ".", "..") or "/" in text or "\0" in text:
         raise InvalidName(f"invalid name {text!r}")
     return text
+
+
+_unreachable = WarnOnce(log)
+
+
+def listed_name(parent_key: str, key: str) -> str | None:
+    """The name a key or common prefix listed under the directory ``parent_key`` has in it; None
+    for the directory's own marker and for a key no lookup could reach. Listing that one would
+    show a name that fails with ENAMETOOLONG or ENOENT on every access; it is logged instead,
+    once, because every listing of its directory meets it again."""
+    if key == parent_key:
+        return None
+    try:
+        return decode_name(key[len(parent_key):].removesuffix("/").encode())
+    except InvalidName as exc:
+        _unreachable(key, "%r is left out of its directory listing, as no path can reach it (%s); "
+                          "rename it with another S3 client to see it", key, exc)
+        return None
 
 
 def join(parent: str, name: str) -> str:

@@ -4,20 +4,39 @@ s3fs stores ``mode`` (decimal st_mode with the type bits), ``uid``, ``gid`` and 
 (seconds, optionally ``.nanoseconds``) as user metadata; we read and write the same names so a
 bucket can be shared with s3fs. Objects written by other tools have none of these; they get the
 mount's defaults, and ``exact`` stays False until a HEAD has shown what is really stored.
+
+Other tools also write these names with values we cannot show: a negative or 64-bit mode or
+owner, an mtime in milliseconds, text. The kernel, pyfuse3 and our SQLite caches hold 16-bit
+modes, 32-bit ids and 64-bit nanoseconds, and a value beyond them raised deep inside a handler
+(EIO) or a background task (the daemon died). Such a field gets its default, as if it were
+absent, and the object is logged once.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import stat
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from obsfs.backend.base import ObjectInfo
+from obsfs.warnonce import WarnOnce
+
+log = logging.getLogger(__name__)
 
 DIR_CONTENT_TYPE = "application/x-directory"
 DEFAULT_FILE_PERM = 0o644
 DEFAULT_DIR_PERM = 0o755
 NS = 1_000_000_000
+MODES = range(0o177777 + 1)  # the kernel keeps st_mode in 16 bits: type and permission bits
+IDS = range(2**32 - 1)  # uid_t; 2**32 - 1 is (uid_t)-1, which chown takes as "no change", not an owner
+TIMES_NS = range(-(2**63), 2**63)  # nanoseconds in an int64, as pyfuse3 and SQLite's INTEGER hold them
+
+# Plain ASCII decimals, as s3fs writes them. int() would also take "1_000" and other scripts'
+# digits, and raises on more than 4,300 digits; no representable value has more than 20.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
+_TIME = re.compile(r"([+-]?[0-9]{1,20})(?:\.([0-9]+))?")
+_unusable = WarnOnce(log)
 
 
 @dataclass(frozen=True)
@@ -62,17 +81,16 @@ class Attrs:
 
 
 def parse_time_ns(value: str | None) -> int | None:
-    """Parse s3fs's ``mtime``: ``"1700000000"`` or ``"1700000000.123456789"``."""
-    if not value:
+    """Parse s3fs's ``mtime``: ``"1700000000"`` or ``"1700000000.123456789"``; None if absent or
+    not a time we can show."""
+    match = _TIME.fullmatch(value.strip()) if value is not None else None
+    if match is None:
         return None
-    sec, _, frac = value.strip().partition(".")
-    try:
-        ns = int(sec) * NS
-        if frac:
-            ns += int((frac + "000000000")[:9])  # format_time_ns writes floor(seconds) + a positive fraction
-    except ValueError:
-        return None
-    return ns
+    sec, frac = match.groups()
+    ns = int(sec) * NS
+    if frac:
+        ns += int((frac + "000000000")[:9])  # format_time_ns writes floor(seconds) + a positive fraction
+    return ns if ns in TIMES_NS else None
 
 
 def format_time_ns(ns: int) -> str:
@@ -80,17 +98,25 @@ def format_time_ns(ns: int) -> str:
     return f"{sec}.{frac:09d}" if frac else str(sec)
 
 
-def _int_meta(meta: Mapping[str, str], name: str) -> int | None:
-    try:
-        return int(meta[name])
-    except (KeyError, ValueError):
-        return None
+def _integer(value: str | None, valid: range) -> int | None:
+    match = _INTEGER.fullmatch(value.strip()) if value is not None else None
+    number = int(match[0]) if match is not None else None
+    return number if number is not None and number in valid else None
 
 
-def attrs_from_object(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> Attrs:
-    """Attributes of a stored object, from its metadata where present, else the defaults."""
+def parse_attrs(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> tuple[Attrs, list[str]]:
+    """Attributes of a stored object, from its metadata where present, else the defaults; and the
+    fields stored in a form we cannot show (``name='value'``), which got their defaults too."""
     meta = info.metadata or {}
-    mode = _int_meta(meta, "mode")
+    mode = _integer(meta.get("mode"), MODES)
+    uid = _integer(meta.get("uid"), IDS)
+    gid = _integer(meta.get("gid"), IDS)
+    mtime = parse_time_ns(meta.get("mtime"))
+    ctime = parse_time_ns(meta.get("ctime"))
+    parsed = {"mode": mode, "uid": uid, "gid": gid, "mtime": mtime, "ctime": ctime}
+    unusable = [f"{name}={meta[name]!r}" for name, value in parsed.items() if value is None and name in meta]
+    # The kind comes from the key, not from the stored type bits: other tools write modes without
+    # them, or a file's on a dir marker; their permission bits are still good.
     if is_dir:
         perm = stat.S_IMODE(mode) if mode is not None else DEFAULT_DIR_PERM
         mode = stat.S_IFDIR | perm
@@ -98,14 +124,27 @@ def attrs_from_object(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> 
         mode = stat.S_IFREG | DEFAULT_FILE_PERM
     elif stat.S_IFMT(mode) not in (stat.S_IFREG, stat.S_IFLNK):
         mode = stat.S_IFREG | stat.S_IMODE(mode)
-    mtime = parse_time_ns(meta.get("mtime"))
     if mtime is None:
         mtime = int(info.last_modified * NS)
-    ctime = parse_time_ns(meta.get("ctime"))
-    uid = _int_meta(meta, "uid")
-    gid = _int_meta(meta, "gid")
-    return Attrs(mode=mode, uid=defaults.uid if uid is None else uid, gid=defaults.gid if gid is None else gid,
-                 size=info.size, mtime_ns=mtime, ctime_ns=ctime if ctime is not None else mtime)
+    attrs = Attrs(mode=mode, uid=defaults.uid if uid is None else uid, gid=defaults.gid if gid is None else gid,
+                  size=info.size, mtime_ns=mtime, ctime_ns=ctime if ctime is not None else mtime)
+    return attrs, unusable
+
+
+def attrs_from_object(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> Attrs:
+    """``parse_attrs``, logging unusable metadata once per key: every HEAD of it would find it again."""
+    attrs, unusable = parse_attrs(info, is_dir=is_dir, defaults=defaults)
+    if unusable:
+        _unusable(info.key, "%r has user metadata obsfs cannot show; using the defaults for: %s",
+                  info.key, ", ".join(unusable))
+    return attrs
+
+
+def representable(attrs: Attrs) -> bool:
+    """Whether every field fits what the kernel takes. ``parse_attrs`` only makes such values, but
+    the metadata cache may hold rows an older obsfs took from metadata it did not check."""
+    return (attrs.mode in MODES and attrs.uid in IDS and attrs.gid in IDS and attrs.mtime_ns in TIMES_NS
+            and attrs.ctime_ns in TIMES_NS)
 
 
 def implicit_dir_attrs(defaults: Defaults, mtime_ns: int) -> Attrs:

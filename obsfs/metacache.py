@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from obsfs.meta import Attrs
+from obsfs.meta import Attrs, representable
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ class MetaCache:
                 f"SELECT key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type FROM meta "
                 f"WHERE key IN ({','.join('?' * len(batch))})", batch).fetchall()
             for key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type in rows:
-                if etags.get(key) == etag:
-                    found[key] = (Attrs(mode=mode, uid=uid, gid=gid, size=0, mtime_ns=mtime_ns,
-                                        ctime_ns=ctime_ns), content_type)
+                attrs = Attrs(mode=mode, uid=uid, gid=gid, size=0, mtime_ns=mtime_ns, ctime_ns=ctime_ns)
+                # A row an older obsfs wrote from metadata it did not check is HEADed again.
+                if etags.get(key) == etag and representable(attrs):
+                    found[key] = (attrs, content_type)
         return found

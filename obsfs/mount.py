@@ -71,10 +71,27 @@ def default_cache_dir(spec: MountSpec) -> str:
     return os.path.join(base, f"{spec.bucket}-{digest}")
 
 
+def make_private(directory: Path) -> None:
+    """Give a cache dir left by an earlier version (or made by hand) the modes the daemon's umask
+    gives new files: 0700 directories, 0600 files. The umask alone is not enough: SQLite creates
+    ``-wal`` and ``-shm`` with the mode of their existing database, whatever the umask."""
+    directory.chmod(0o700)
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                make_private(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                os.chmod(entry.path, 0o600)
+
+
 @contextlib.contextmanager
 def lock_cache_dir(cache_dir: Path) -> Iterator[None]:
-    """Two daemons must never share a cache dir: each would upload the other's journal."""
+    """Two daemons must never share a cache dir: each would upload the other's journal.
+
+    It holds file contents, keys and attributes, so it is made private before anything is
+    opened in it (the daemon's umask, set in ``cli``, keeps what it creates so)."""
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private(cache_dir)
     with open(cache_dir / "lock", "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -84,9 +84,10 @@ class Mounter:
                 "deadline=10,readwrite_timeout=5")
         return [base, *extra]
 
-    def run(self, server: S3Server, source: str, mountpoint: Path | None = None,
-            *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], Mount]:
-        """Run ``obsfs mount``; the caller checks the result. The mount is torn down either way."""
+    def run(self, server: S3Server, source: str, mountpoint: Path | None = None, *extra: str,
+            env: dict[str, str] | None = None, umask: int = -1) -> tuple[subprocess.CompletedProcess[str], Mount]:
+        """Run ``obsfs mount`` (with ``umask`` if not -1); the caller checks the result. The mount is
+        torn down either way."""
         if mountpoint is None:
             self.counter += 1
             mountpoint = self.tmp / f"mnt{self.counter}"
@@ -97,11 +98,11 @@ class Mounter:
             argv += ["-o", option]
         mount = Mount(mountpoint, source, server, options)
         self.mounts.append(mount)
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, umask=umask)
         return result, mount
 
-    def mount(self, server: S3Server, source: str, *extra: str) -> Mount:
-        result, mount = self.run(server, source, None, *extra)
+    def mount(self, server: S3Server, source: str, *extra: str, umask: int = -1) -> Mount:
+        result, mount = self.run(server, source, None, *extra, umask=umask)
         assert result.returncode == 0, f"mount failed ({result.returncode}): {result.stderr}"
         assert is_mounted(mount.path)
         return mount

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import pytest
 
 from obsfs.errors import ObsfsError
@@ -12,6 +15,7 @@ from obsfs.layout import (
     decode_name,
     is_under,
     join,
+    listed_name,
     name_of,
     parent_of,
     rebase,
@@ -120,3 +124,27 @@ def test_rebase() -> None:
     assert rebase("a", "a", "b") == "b"
     assert rebase("a/x/y", "a", "b/c") == "b/c/x/y"
     assert rebase("a/x", "a", "ab") == "ab/x"
+
+
+@pytest.mark.parametrize(("parent", "key", "name"), [
+    ("", "f", "f"), ("", "d/", "d"), ("a/", "a/f", "f"), ("a/", "a/d/", "d"),
+    ("a/", "a/" + "n" * 255, "n" * 255), ("a/", "a/" + "é" * 127 + "/", "é" * 127),
+])
+def test_listed_name(parent: str, key: str, name: str) -> None:
+    assert listed_name(parent, key) == name
+
+
+def test_listed_name_of_the_directory_marker_is_none_and_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="obsfs.layout"):
+        assert listed_name("a/", "a/") is None
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("rest", ["f" * 256, "é" * 128, "d" * 300 + "/", ".", "../", "/"])
+def test_unreachable_listed_name_is_none_and_logged_once(rest: str, caplog: pytest.LogCaptureFixture) -> None:
+    parent = f"{uuid.uuid4().hex}/"  # the memory is per process: a key no other test used
+    with caplog.at_level(logging.WARNING, logger="obsfs.layout"):
+        assert listed_name(parent, parent + rest) is None
+        assert listed_name(parent, parent + rest) is None
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith(f"{parent + rest!r} is left out of its directory listing")

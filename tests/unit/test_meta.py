@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import stat
+import uuid
 from collections.abc import Mapping
 
 import pytest
@@ -16,7 +18,9 @@ from obsfs.meta import (
     attrs_from_object,
     format_time_ns,
     implicit_dir_attrs,
+    parse_attrs,
     parse_time_ns,
+    representable,
     shown,
     to_metadata,
 )
@@ -61,7 +65,10 @@ def test_parse_time(text: str, expected: int) -> None:
     assert parse_time_ns(text) == expected
 
 
-@pytest.mark.parametrize("text", [None, "", "abc", "1.2.3", "12x", "1.5e3"])
+@pytest.mark.parametrize("text", [None, "", "abc", "1.2.3", "12x", "1.5e3", "NaN", "inf", "-inf", "1_700_000_000",
+                                  "\u0661\u0662", "1.", ".5", "9" * 5000,
+                                  "1700000000000",  # milliseconds: past 2262 in ns, beyond int64
+                                  "-1700000000000", str(2**63 // NS + 1)])
 def test_parse_time_rejects_garbage(text: str | None) -> None:
     assert parse_time_ns(text) is None
 
@@ -157,3 +164,75 @@ def test_shown_forces_uid_and_gid_separately() -> None:
     both = shown(attrs, Defaults(uid=500, gid=600, force_uid=True, force_gid=True))
     assert (both.uid, both.gid) == (500, 600)
     assert attrs.uid == 1  # the stored value is untouched
+
+
+def owned_defaults(metadata: Mapping[str, str]) -> Attrs:
+    """What an object without metadata shows: the attributes expected for unusable fields."""
+    return attrs_from_object(info({k: v for k, v in metadata.items() if k == "content-type"}), is_dir=False,
+                             defaults=DEFAULTS)
+
+
+UNUSABLE = [
+    {"mode": "-1"}, {"mode": str(2**32)}, {"mode": str(2**32 + (stat.S_IFREG | 0o644))},
+    {"mode": str(0o200000 | stat.S_IFREG | 0o644)}, {"mode": "abc"}, {"mode": ""}, {"mode": "NaN"},
+    {"mode": "inf"}, {"mode": "33188.0"}, {"mode": "33_188"}, {"mode": "9" * 5000},
+    {"uid": "-5"}, {"uid": str(2**32)}, {"uid": str(2**32 - 1)}, {"uid": "1e3"}, {"gid": "-1"}, {"gid": " "},
+    {"mtime": "1700000000000"}, {"mtime": "NaN"}, {"mtime": "inf"}, {"mtime": ""},
+    {"ctime": "1700000000000"}, {"ctime": "-inf"},
+]
+
+
+@pytest.mark.parametrize("metadata", UNUSABLE, ids=lambda m: repr(m)[:40])
+def test_unusable_field_gets_its_default_and_is_reported(metadata: Mapping[str, str]) -> None:
+    attrs, unusable = parse_attrs(info(metadata), is_dir=False, defaults=DEFAULTS)
+    assert attrs == owned_defaults(metadata)
+    assert unusable == [f"{name}={value!r}" for name, value in metadata.items()]
+    assert representable(attrs)
+
+
+def test_only_the_unusable_fields_get_defaults() -> None:
+    meta = {"mode": str(stat.S_IFREG | 0o600), "uid": "-5", "gid": "42", "mtime": "1700000000000", "ctime": "7"}
+    attrs, unusable = parse_attrs(info(meta), is_dir=False, defaults=DEFAULTS)
+    assert attrs == Attrs(mode=stat.S_IFREG | 0o600, uid=1234, gid=42, size=42, mtime_ns=int(LAST_MODIFIED * NS),
+                          ctime_ns=7 * NS)
+    assert unusable == ["uid='-5'", "mtime='1700000000000'"]
+
+
+def test_unusable_mode_on_a_dir_marker_gives_the_default_dir() -> None:
+    attrs, unusable = parse_attrs(info({"mode": "-1"}, key="d/", size=0), is_dir=True, defaults=DEFAULTS)
+    assert attrs.mode == stat.S_IFDIR | 0o755
+    assert unusable == ["mode='-1'"]
+
+
+@pytest.mark.parametrize(("metadata", "mode"), [
+    ({"mode": "420"}, stat.S_IFREG | 0o644),  # no type bits
+    ({"mode": str(stat.S_IFDIR | 0o700)}, stat.S_IFREG | 0o700),  # a dir's type on a file key
+    ({"mode": " 33188 "}, stat.S_IFREG | 0o644),
+    ({"mode": "+33188"}, stat.S_IFREG | 0o644),
+    ({"mode": str(0o177777)}, stat.S_IFREG | 0o7777),
+    ({"uid": "0", "gid": str(2**32 - 2)}, stat.S_IFREG | 0o644),
+    ({"mtime": "-5", "ctime": "9223372036.854775807"}, stat.S_IFREG | 0o644),  # the int64 ns limits
+])
+def test_usable_extremes_are_kept_without_a_report(metadata: Mapping[str, str], mode: int) -> None:
+    attrs, unusable = parse_attrs(info(metadata), is_dir=False, defaults=DEFAULTS)
+    assert unusable == []
+    assert attrs.mode == mode
+    assert representable(attrs)
+
+
+def test_unusable_metadata_is_logged_once_per_key(caplog: pytest.LogCaptureFixture) -> None:
+    key = f"k-{uuid.uuid4().hex}"  # the memory is per process: a key no other test used
+    with caplog.at_level(logging.WARNING, logger="obsfs.meta"):
+        for _ in range(3):
+            attrs_from_object(info({"mode": "-1", "uid": "x"}, key=key), is_dir=False, defaults=DEFAULTS)
+        attrs_from_object(info({"mode": "1"}, key=key + "-fine"), is_dir=False, defaults=DEFAULTS)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [f"{key!r} has user metadata obsfs cannot show; using the defaults for: mode='-1', uid='x'"]
+
+
+@pytest.mark.parametrize("change", [{"mode": -1}, {"mode": 2**16}, {"uid": -5}, {"gid": 2**32 - 1},
+                                    {"mtime_ns": 2**63}, {"ctime_ns": -(2**63) - 1}])
+def test_representable_rejects_what_the_kernel_cannot_take(change: dict[str, int]) -> None:
+    attrs = Attrs(mode=stat.S_IFREG | 0o644, uid=1, gid=2, size=0, mtime_ns=0, ctime_ns=0)
+    assert representable(attrs)
+    assert not representable(attrs.with_changes(**change))

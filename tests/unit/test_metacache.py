@@ -40,3 +40,11 @@ def test_many_rows_are_written_in_batches(tmp_path: Path) -> None:
     assert len(other.lookup((f"k{i}", f"e{i}") for i in range(1000))) >= 1000 - 256
     cache.close()
     assert len(other.lookup((f"k{i}", f"e{i}") for i in range(1000))) == 1000
+
+
+def test_a_row_the_kernel_could_not_take_is_not_served(tmp_path: Path) -> None:
+    """An older obsfs cached owners like -5 from foreign metadata, which made every stat EIO."""
+    cache = MetaCache(tmp_path / "meta.db")
+    cache.put("bad", "e1", ATTRS.with_changes(uid=-5), None)
+    cache.put("good", "e2", ATTRS, None)
+    assert cache.lookup([("bad", "e1"), ("good", "e2")]) == {"good": (ATTRS, None)}
