@@ -30,7 +30,7 @@ import trio
 from obsfs.backend.aio import AsyncStore
 from obsfs.errors import ObsfsError
 from obsfs.journal import Journal
-from obsfs.upload import abort_quietly, check_precondition
+from obsfs.upload import abort_quietly, complete_checked
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,17 @@ class PartStream:
         if self.failure is not None or self.upload_id is None:
             return None
         try:
-            await check_precondition(self.store, self.key, if_match, if_none_match)
-            await self.store.complete_multipart(self.key, self.upload_id, self.parts.items())
+            etag = await complete_checked(self.store, self.key, self.upload_id, self.parts,
+                                          if_match=if_match, if_none_match=if_none_match)
         except BaseException:
-            await self._abort()
+            await self._abort()  # after a complete that was then replaced: an unknown id, not an error
             raise
         self.journal.forget_upload(self.upload_id)
         if dict(metadata) != self.metadata or content_type != self.content_type:
             await self.store.copy(self.key, self.key, metadata=metadata, content_type=content_type, size=size)
-        # RGW returns no ETag from complete; the HEAD is the only reliable source.
-        return (await self.store.head(self.key)).etag
+            # RGW returns no ETag from a copy, and AWS-style servers give the copy another one.
+            etag = (await self.store.head(self.key)).etag
+        return etag
 
     # -- the task ----------------------------------------------------------------------------
     async def run(self) -> None:

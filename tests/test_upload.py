@@ -60,9 +60,9 @@ class RecordingStore(ObsStore):
             with self.lock:
                 self.active -= 1
 
-    def complete_multipart(self, key: str, upload_id: str, parts: Any) -> None:
+    def complete_multipart(self, key: str, upload_id: str, parts: Any, **conditions: Any) -> None:
         self.calls.append("complete")
-        super().complete_multipart(key, upload_id, parts)
+        super().complete_multipart(key, upload_id, parts, **conditions)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self.calls.append("abort")

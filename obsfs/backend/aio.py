@@ -114,10 +114,12 @@ class AsyncStore:
         return await self._run(f"upload part {part_no} of {key}", functools.partial(
             self.store.upload_part, key, upload_id, part_no, path, offset, size), data=True, write=True)
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]]) -> None:
+    async def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]], *,
+                                 if_match: str | None = None, if_none_match: bool = False) -> None:
         parts = list(parts)
         await self._run(f"complete multipart {key}", functools.partial(
-            self.store.complete_multipart, key, upload_id, parts), write=True)
+            self.store.complete_multipart, key, upload_id, parts, if_match=if_match, if_none_match=if_none_match),
+            write=True)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._run(f"abort multipart {key}", functools.partial(

@@ -98,8 +98,11 @@ class ObjectStore(abc.ABC):
         """Upload ``size`` bytes of ``path`` from ``offset`` as part ``part_no``; returns its ETag."""
 
     @abc.abstractmethod
-    def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]]) -> None:
-        """Assemble the parts. Take the final ETag from a HEAD: RGW returns none here."""
+    def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]], *,
+                           if_match: str | None = None, if_none_match: bool = False) -> None:
+        """Assemble the parts, on the condition given (PreconditionFailed if it does not hold;
+        OBS, S3 and moto check it, Ceph RGW 16 ignores it). Take the final ETag from a HEAD:
+        RGW returns none here."""
 
     @abc.abstractmethod
     def abort_multipart(self, key: str, upload_id: str) -> None:

@@ -60,6 +60,14 @@ def bare_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"')
 
 
+def _conditions(if_match: str | None, if_none_match: bool) -> dict[str, str]:
+    """The headers of a conditional write: replace exactly this version, or create only."""
+    headers = {"If-Match": bare_etag(if_match)} if if_match else {}
+    if if_none_match:
+        headers["If-None-Match"] = "*"
+    return headers
+
+
 def classify(status: int, code: str | None, what: str, key: str | None) -> StoreError:
     """Map an HTTP status and S3 error code to our exception type, with a message a user can act on."""
     detail = f"{what}: HTTP {status}" + (f" {code}" if code else "")
@@ -264,14 +272,9 @@ class ObsStore(ObjectStore):
     def put_file(self, key: str, path: str, *, metadata: Mapping[str, str], content_type: str,
                  if_match: str | None = None, if_none_match: bool = False) -> str:
         _check_key(key)
-        cond: dict[str, str] = {}
-        if if_match:
-            cond["If-Match"] = bare_etag(if_match)
-        if if_none_match:
-            cond["If-None-Match"] = "*"
         resp = self._call(f"PUT {key}", key, lambda: self.client.putFile(
             self.bucket, key, path, metadata=dict(metadata), headers=PutObjectHeader(contentType=content_type),
-            extensionHeaders=self._ext(cond)))
+            extensionHeaders=self._ext(_conditions(if_match, if_none_match))))
         return bare_etag(getattr(resp.body, "etag", None))
 
     def put_bytes(self, key: str, data: bytes, *, metadata: Mapping[str, str], content_type: str) -> str:
@@ -296,11 +299,12 @@ class ObsStore(ObjectStore):
             extensionHeaders=self._ext()))
         return bare_etag(resp.body.etag)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]]) -> None:
+    def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]], *,
+                           if_match: str | None = None, if_none_match: bool = False) -> None:
         request = CompleteMultipartUploadRequest(
             parts=[CompletePart(partNum=n, etag=etag) for n, etag in sorted(parts)])
         self._call(f"complete multipart {key}", key, lambda: self.client.completeMultipartUpload(
-            self.bucket, key, upload_id, request, extensionHeaders=self._ext()))
+            self.bucket, key, upload_id, request, extensionHeaders=self._ext(_conditions(if_match, if_none_match))))
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self._call(f"abort multipart {key}", key, lambda: self.client.abortMultipartUpload(

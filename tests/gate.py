@@ -1,0 +1,121 @@
+"""An HTTP proxy on 127.0.0.1 in front of a real S3 server that puts concurrent multipart
+completions in a chosen order, so a race between two writers happens the same way every time.
+
+The SDK sends one request per connection (``Connection: close``), so the proxy reads one request,
+forwards it on a new connection to the server, and relays the answer until the server closes.
+With ``hold_completes=2`` it lets no CompleteMultipartUpload through until two have arrived (so
+both writers have passed every check they make before completing), then forwards them one after
+the other, and holds every other request that arrives meanwhile until both are answered (so the
+first writer's HEAD after its complete sees the second writer's object).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Request:
+    head: bytes
+    body: bytes
+
+    @property
+    def is_complete(self) -> bool:
+        line = self.head.split(b"\r\n", 1)[0]
+        return line.startswith(b"POST ") and b"uploadId=" in line
+
+
+@dataclass
+class Gate:
+    upstream_port: int
+    hold_completes: int = 0
+    _sock: socket.socket = field(default_factory=socket.socket)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _waiting: int = 0
+    _turn: int = 0  # completes forwarded so far
+    _ordering: bool = False  # completes are being forwarded one by one: everything else waits
+    completes: int = 0
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    def start(self) -> None:
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            request = read_request(client)
+            if request is None:
+                return
+            if request.is_complete and self.hold_completes:
+                self._forward_in_order(client, request)
+            else:
+                with self._cond:
+                    self._cond.wait_for(lambda: not self._ordering, timeout=60)
+                forward(client, request, self.upstream_port)
+
+    def _forward_in_order(self, client: socket.socket, request: Request) -> None:
+        with self._cond:
+            ticket = self._waiting
+            self._waiting += 1
+            self.completes += 1
+            if self._waiting == self.hold_completes:
+                self._ordering = True
+                self._cond.notify_all()
+            self._cond.wait_for(lambda: self._ordering and self._turn == ticket, timeout=60)
+        try:
+            forward(client, request, self.upstream_port)
+        finally:
+            with self._cond:
+                self._turn += 1
+                if self._turn == self._waiting:
+                    self._ordering = False
+                    self.hold_completes = 0  # one race per gate
+                self._cond.notify_all()
+
+
+def read_request(sock: socket.socket) -> Request | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return Request(head + b"\r\n\r\n", body)
+
+
+def forward(client: socket.socket, request: Request, port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as upstream:
+        upstream.sendall(request.head + request.body)
+        while chunk := upstream.recv(65536):
+            client.sendall(chunk)
