@@ -58,6 +58,11 @@ class TemporaryFailure(StoreError):
     """
 
 
+class StoreStopped(StoreError):
+    """An upload not sent, or let go of, because the mount is shutting down past its drain
+    deadline. Not retried: the data stays in the journal for the next mount."""
+
+
 class InvalidRequest(StoreError):
     """The server rejected the request as malformed (4xx that is none of the above)."""
 

@@ -36,6 +36,7 @@ from obsfs.errors import (
     NotFound,
     ObsfsError,
     PreconditionFailed,
+    TemporaryFailure,
     first_error,
 )
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
@@ -259,8 +260,12 @@ class Filesystem(pyfuse3.Operations):
                 pass
         return Entry(implicit_dir_attrs(self.config.defaults, self.started_ns))
 
-    async def _stat(self, path: str, *, need_exact: bool = True) -> Entry | None:
-        """The current entry for ``path``: local truth, then the cache, then one fetch at a time."""
+    async def _stat(self, path: str, *, need_exact: bool = True, quick: bool = False) -> Entry | None:
+        """The current entry for ``path``: local truth, then the cache, then one fetch at a time.
+
+        ``quick``: while the store is known to be down, raise TemporaryFailure at once instead of
+        waiting a deadline for it; a fetch in the background finds out when it is back.
+        """
         node = self.inodes.by_path(path)
         if node is not None and (self._has_local_truth(node) or not path):
             return node.entry
@@ -273,6 +278,10 @@ class Filesystem(pyfuse3.Operations):
             parent_names = self.dir_cache.get(parent_of(path))
             if parent_names is not None and name_of(path) not in parent_names:
                 return None
+        if quick and self.store.reachability.down:
+            if path not in self._inflight and self.nursery is not None:
+                self.nursery.start_soon(self._stat_quietly, path)
+            raise TemporaryFailure(f"{path}: the store is not answering", key=path)
         while (event := self._inflight.get(path)) is not None:
             await event.wait()
             cached = self.stat_cache.get(path)
@@ -294,6 +303,14 @@ class Filesystem(pyfuse3.Operations):
             self._stale.discard(path)
             del self._inflight[path]
             event.set()
+
+    async def _stat_quietly(self, path: str) -> None:
+        """``_stat`` in the background during an outage: its answer fills the cache, and ends the
+        outage for the quick lookups once the store is back."""
+        try:
+            await self._stat(path)
+        except ObsfsError as exc:
+            log.debug("background lookup of %s: %s", path, exc)
 
     async def _require(self, path: str) -> Entry:
         entry = await self._stat(path)
@@ -381,13 +398,23 @@ class Filesystem(pyfuse3.Operations):
             if exc.too_long:
                 raise
             raise FsError(errno.ENOENT) from None
-        entry = await self._stat(path)
+        try:
+            entry = await self._stat(path, quick=True)
+        except TemporaryFailure as exc:
+            # Not known to exist, nor known not to: an error here would fail open(O_CREAT) before
+            # create() is asked, so answer "no entry" uncached (see docs/write-back.md, Outages).
+            log.info("lookup of %s answered without the store: %s", path, exc)
+            return self._negative(0)
         if entry is None:
-            negative = pyfuse3.EntryAttributes()
-            negative.st_ino = 0
-            negative.entry_timeout = self.config.negative_timeout
-            return negative
+            return self._negative(self.config.negative_timeout)
         return self._hand_out(path, entry)
+
+    @staticmethod
+    def _negative(timeout: float) -> pyfuse3.EntryAttributes:
+        negative = pyfuse3.EntryAttributes()
+        negative.st_ino = 0
+        negative.entry_timeout = timeout
+        return negative
 
     @boundary
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -642,19 +669,30 @@ class Filesystem(pyfuse3.Operations):
         return self._hand_out(path, entry)
 
     async def _new_entry(self, parent_inode: int, name: bytes, mode: int, size: int,
-                         ctx: pyfuse3.RequestContext) -> tuple[str, Attrs]:
+                         ctx: pyfuse3.RequestContext, *, blind: bool = False) -> tuple[str, Attrs]:
         """Path and attributes for an entry about to be created, owned by the caller; EEXIST if
-        the name is taken (the kernel asked, but another client may have been faster)."""
+        the name is taken (the kernel asked, but another client may have been faster).
+
+        ``blind``: the entry replaces whatever the name holds (O_CREAT|O_TRUNC), so while the
+        store is not answering it is created without knowing; its conditional upload settles it.
+        """
         self._writable()
         path = self._child(parent_inode, name, creating=True)
-        await self._check_parent(path)
-        if await self._stat(path, need_exact=False) is not None:
+        try:
+            await self._check_parent(path, quick=True)
+            exists = await self._stat(path, need_exact=False, quick=True) is not None
+        except TemporaryFailure as exc:
+            if not blind:
+                raise
+            log.info("%s: created while the store is not answering (%s); its upload is conditional", path, exc)
+            exists = False
+        if exists:
             raise FsError(errno.EEXIST)
         now = _now_ns()
         return path, Attrs(mode=mode, uid=ctx.uid, gid=ctx.gid, size=size, mtime_ns=now, ctime_ns=now)
 
-    async def _check_parent(self, path: str) -> None:
-        parent = await self._stat(parent_of(path))
+    async def _check_parent(self, path: str, *, quick: bool = False) -> None:
+        parent = await self._stat(parent_of(path), quick=quick)
         if parent is None:
             raise FsError(errno.ENOENT)
         if not parent.attrs.is_dir:
@@ -737,7 +775,10 @@ class Filesystem(pyfuse3.Operations):
     @boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        path, attrs = await self._new_entry(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), 0, ctx)
+        # O_CREAT|O_TRUNC without O_EXCL replaces whatever is there: only the others need to know.
+        blind = flags & (os.O_TRUNC | os.O_EXCL) == os.O_TRUNC
+        path, attrs = await self._new_entry(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), 0, ctx,
+                                            blind=blind)
         entry = Entry(attrs, content_type=content_type_for(path))
         node = self.inodes.add(path, entry)
         node.local_only = True
@@ -794,7 +835,7 @@ class Filesystem(pyfuse3.Operations):
         try:
             entry = node.entry
             if not truncate and entry.etag is not None and entry.attrs.size > 0:
-                await self.store.get_to_file(self.layout.file_key(self._path(node)), staged.fd,
+                await self.store.get_to_file(self.layout.file_key(self._path(node)), staged.path,
                                              etag=entry.etag)
                 staged.adopt_contents()
             staged.base_etag = entry.etag

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import signal
 import stat
@@ -157,7 +158,7 @@ def fuse_options(spec: MountSpec) -> set[str]:
     return options
 
 
-async def _signals() -> None:
+async def _signals(stop: Callable[[], None]) -> None:
     """Stay subscribed until exit: a second SIGTERM during the final upload must not kill us."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         stopping = False
@@ -168,7 +169,7 @@ async def _signals() -> None:
                 continue
             log.info("received %s: flushing and unmounting", name)
             stopping = True
-            pyfuse3.terminate()
+            stop()
 
 
 async def _verify_mounted(mountpoint: str, ready: Callable[[], None]) -> None:
@@ -217,20 +218,34 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
         failed: list[str] = []
         closed = False
+        # drain_deadline counts from the stop request: a request still being served then (a read
+        # waiting on a store that does not answer) is cut off at it too.
+        serving = trio.CancelScope()
+
+        def stop() -> None:
+            serving.deadline = trio.current_time() + opts.drain_deadline
+            pyfuse3.terminate()
+
         try:
             async with trio.open_nursery() as nursery:
                 fs.nursery = reader.nursery = nursery
                 await nursery.start(fs.writeback.run)
-                nursery.start_soon(_signals)
+                nursery.start_soon(_signals, stop)
                 nursery.start_soon(_verify_mounted, spec.mountpoint, ready)
-                await pyfuse3.main()
+                with serving:
+                    await pyfuse3.main()
                 # Detach first: a mount that is no longer served would hang every process that
                 # touches it for as long as the drain takes. The uploads need no FUSE.
                 closed = True
                 pyfuse3.close(unmount=True)
+                if serving.deadline == math.inf:  # unmounted from outside: the clock starts now
+                    serving.deadline = trio.current_time() + opts.drain_deadline
                 # Still inside the nursery: the upload workers must run for the drain.
                 with trio.CancelScope(shield=True):
-                    failed = await fs.flush_all(opts.drain_deadline)
+                    failed = await fs.flush_all(max(0.0, serving.deadline - trio.current_time()))
+                # Past the deadline: uploads still in flight are let go of, so that cancelling
+                # the workers does not wait for their socket timeouts. The journal has the data.
+                astore.stop_writing()
                 nursery.cancel_scope.cancel()
         finally:
             if not closed:

@@ -5,6 +5,10 @@ A read is served from 4 MiB chunks: from the few chunks kept in memory, then the
 changes mid-read fails with EIO instead of mixing two versions. Concurrent readers of one chunk
 share one GET. A sequential reader gets the next chunks fetched in parallel, the window doubling
 up to MAX_AHEAD; a seek resets it.
+
+Each READ waits for the store at most one read deadline, whether it fetches its chunk or joins
+a fetch already in flight; once one has given up, the handle's next READs fail at once for a
+while (``deadline.Stall``), so one read() syscall fails after one deadline, not one per READ.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import trio
 from cachetools import LRUCache
 
 from obsfs.backend.aio import AsyncStore
-from obsfs.errors import ObsfsError
+from obsfs.deadline import Stall
+from obsfs.errors import ObsfsError, TemporaryFailure
 from obsfs.readcache import ReadCache
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,7 @@ class ReadState:
     next_offset: int = 0  # where a sequential reader reads next
     ahead: int = 0  # readahead window in chunks: doubles while sequential, 0 after a seek
     key: str | None = None  # the object read through this handle, if any
+    stall: Stall = field(default_factory=Stall)
 
 
 @dataclass(eq=False)
@@ -73,7 +79,12 @@ class ChunkReader:
         state.next_offset = max(state.next_offset, off + size) if near else off + size
         for index in range(last + 1, min(-(-total // CHUNK), last + 1 + state.ahead)):
             self._prefetch((key, etag, index), total)
-        parts = [await self._chunk((key, etag, index), total) for index in range(first, last + 1)]
+        until = state.stall.deadline(trio.current_time(), self.store.read_deadline, self.store.reachability)
+        try:
+            parts = [await self._chunk((key, etag, index), total, until) for index in range(first, last + 1)]
+        except TemporaryFailure:
+            state.stall.failed(trio.current_time())
+            raise
         data = memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
         start = off - first * CHUNK
         return data[start:start + size]
@@ -84,7 +95,8 @@ class ChunkReader:
         for chunk in [c for c in self._recent if c[0] == key]:
             del self._recent[chunk]
 
-    async def _chunk(self, chunk: ChunkId, total: int) -> Chunk:
+    async def _chunk(self, chunk: ChunkId, total: int, until: float) -> Chunk:
+        """The chunk from memory, the disk cache, a fetch in flight or a new GET; by ``until``."""
         recent = self._recent.get(chunk)
         if recent is not None and chunk[1]:
             return recent
@@ -94,18 +106,23 @@ class ChunkReader:
             return cached
         flight = self._flights.get(chunk)
         if flight is not None:
-            await flight.done.wait()
+            # The flight may have a later deadline (a readahead started after ours began) or none left.
+            with trio.move_on_at(until):
+                await flight.done.wait()
             if flight.data is not None:
                 return flight.data
-        return await self._fetch(chunk, total)
+            if not flight.done.is_set():
+                raise TemporaryFailure(f"GET {chunk[0]}: no answer in time (chunk {chunk[2]})", key=chunk[0])
+        return await self._fetch(chunk, total, until=until)
 
-    async def _fetch(self, chunk: ChunkId, total: int, *, keep: bool = True) -> Chunk:
+    async def _fetch(self, chunk: ChunkId, total: int, *, keep: bool = True, until: float | None = None) -> Chunk:
         key, etag, index = chunk
         flight = ChunkFlight()
         self._flights[chunk] = flight
         try:
             start = index * CHUNK
-            data = await self.store.get_range(key, start, min(CHUNK, total - start), etag=etag or None)
+            data = await self.store.get_range(key, start, min(CHUNK, total - start), etag=etag or None,
+                                              until=until)
             flight.data = data
             if etag:  # without an ETag, a chunk cannot be told from the next version's: not kept
                 self._recent[chunk] = data

@@ -25,6 +25,14 @@ def moto() -> Iterator[S3Server]:
     server.stop()
 
 
+@pytest.fixture
+def private_moto() -> Iterator[S3Server]:
+    """A server of the test's own, which it may kill or stop (SIGSTOP) without disturbing others."""
+    server = start_moto()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     workdir = tmp_path_factory.mktemp("rgw")

@@ -51,6 +51,7 @@ class S3Server:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.resume()  # a paused server would ignore SIGTERM
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -63,6 +64,17 @@ class S3Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): the kernel still accepts connections, nothing ever answers,
+        as with a hung server or a network that drops packets."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Undo ``pause``; the requests that queued up meanwhile are then answered."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def start_moto(self) -> None:
         """(Re)start a moto server on the same port; its state starts empty."""

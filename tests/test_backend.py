@@ -31,6 +31,7 @@ from obsfs.errors import (
     NotFound,
     PreconditionFailed,
     StoreError,
+    StoreStopped,
     TemporaryFailure,
 )
 from tests.conftest import boto_client, store_config
@@ -562,11 +563,8 @@ def test_async_store_round_trip(moto: S3Server, bucket: str, s3: Any, tmp_path: 
         assert info.etag == etag
         assert info.metadata is not None and info.metadata["mode"] == META["mode"]
         assert await store.get_range("f", 2, 3) == b"234"
-        fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            assert await store.get_to_file("f", fd, etag=etag) == 10
-        finally:
-            os.close(fd)
+        (tmp_path / "out").write_bytes(b"longer than the object")
+        assert await store.get_to_file("f", str(tmp_path / "out"), etag=etag) == 10
         await store.copy("f", "g", metadata={"mode": "1"}, content_type="text/x-g")
         page = await store.list("", "/")
         assert sorted(o.key for o in page.objects) == ["f", "g"]
@@ -615,6 +613,11 @@ class FakeStore:
         if self.block_head:
             self._blocking()
         return "head-result"
+
+    def put_file(self, key: str, path: str, *, metadata: object, content_type: str, if_match: str | None = None,
+                 if_none_match: bool = False) -> str:
+        self._blocking()
+        return "etag"
 
 
 def async_store(fake: object, **kwargs: Any) -> AsyncStore:
@@ -697,23 +700,119 @@ def test_hanging_metadata_call_is_abandoned_at_the_deadline() -> None:
         fake.release.set()
 
 
-def test_data_call_finishes_before_returning() -> None:
-    """A transfer into a local file must not go on behind our back after we gave up on it."""
+def test_upload_finishes_before_returning() -> None:
+    """An upload must not go on behind our back after we gave up on it: a late PUT would land
+    after the retry that replaced it."""
     fake = FakeStore()
-    store = async_store(fake, read_deadline=0.3, write_deadline=10)
+    store = async_store(fake, read_deadline=10, write_deadline=0.3)
     timer = threading.Timer(0.8, fake.release.set)
 
     async def main() -> None:
         timer.start()
         # Late but complete: the result, or the deadline's error; either way only after the worker ended.
         with contextlib.suppress(TemporaryFailure):
-            assert await store.get_range("k", 0, 4) == b"data"
+            assert await store.put_file("k", "/nonexistent", metadata={}, content_type="x/y") == "etag"
         assert fake.finished == 1
 
     try:
         trio.run(main)
     finally:
         timer.cancel()
+        fake.release.set()
+
+
+def test_hanging_data_read_is_abandoned_at_the_deadline_and_keeps_its_token() -> None:
+    """A GET of a store that never answers returns at the deadline, not at the socket timeout.
+    Its thread keeps its limiter token until it ends, so abandoned threads stay bounded."""
+    fake = FakeStore()
+    store = async_store(fake, read_deadline=0.3, write_deadline=10, data_threads=1)
+
+    async def main() -> None:
+        start = trio.current_time()
+        with pytest.raises(TemporaryFailure, match="GET k: no answer"):
+            await store.get_range("k", 0, 4)
+        assert trio.current_time() - start < 5
+        assert fake.finished == 0 and store.data_limiter.borrowed_tokens == 1
+        assert store.reachability.down
+        with pytest.raises(TemporaryFailure):  # waits for the token, not for a second thread
+            await store.get_range("k", 0, 4)
+        assert fake.calls == 1
+        fake.release.set()
+        while store.data_limiter.borrowed_tokens:  # the abandoned thread ends and hands it back
+            await trio.sleep(0.01)
+        assert await store.get_range("k", 0, 4) == b"data"
+        assert not store.reachability.down
+
+    try:
+        trio.run(main)
+    finally:
+        fake.release.set()
+
+
+def test_an_abandoned_download_writes_only_to_its_own_file(tmp_path: Path) -> None:
+    """The late writes of a download given up at its deadline must not reach a file that took
+    over the number of a descriptor closed meanwhile."""
+    started = threading.Event()
+    release = threading.Event()
+
+    class SlowDownload:
+        bucket = "fake"
+
+        def get_to_file(self, key: str, fd: int, *, etag: str | None = None) -> int:
+            started.set()
+            assert release.wait(10)
+            return os.pwrite(fd, b"late bytes", 0)
+
+    store = async_store(SlowDownload(), read_deadline=0.3, write_deadline=10)
+    target = tmp_path / "staged"
+    target.write_bytes(b"")
+    other = tmp_path / "other"
+
+    async def main() -> None:
+        with pytest.raises(TemporaryFailure):
+            await store.get_to_file("k", str(target))
+        target.unlink()  # what the caller does with a failed download
+        fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o600)  # likely the number just freed
+        try:
+            release.set()
+            await trio.to_thread.run_sync(started.wait)
+            while store.data_limiter.borrowed_tokens:
+                await trio.sleep(0.01)
+        finally:
+            os.close(fd)
+
+    try:
+        trio.run(main)
+    finally:
+        release.set()
+    assert other.read_bytes() == b""
+
+
+def test_stop_writing_lets_go_of_uploads_in_flight() -> None:
+    """Shutdown past the drain deadline: an upload blocked in its thread is let go of at once,
+    and no new one starts; neither is retried (the journal keeps the data)."""
+    fake = FakeStore()
+    store = async_store(fake, read_deadline=10, write_deadline=60)
+
+    async def main() -> None:
+        async def upload() -> None:
+            with pytest.raises(StoreStopped, match="given up"):
+                await store.put_file("k", "/nonexistent", metadata={}, content_type="x/y")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upload)
+            while fake.active < 1:
+                await trio.sleep(0.01)
+            start = trio.current_time()
+            store.stop_writing()
+        assert trio.current_time() - start < 1
+        with pytest.raises(StoreStopped, match="not sent"):
+            await store.put_file("k", "/nonexistent", metadata={}, content_type="x/y")
+        assert fake.calls == 1
+
+    try:
+        trio.run(main)
+    finally:
         fake.release.set()
 
 

@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import boto_client
 from tests.mounting import Mounter
-from tests.s3server import S3Server, start_moto
+from tests.s3server import S3Server
 
 READER = """
 import os, sys, time
@@ -29,14 +28,6 @@ try:
 except OSError as exc:
     print(f"errno {exc.errno} after {time.monotonic() - start:.1f}", flush=True)
 """
-
-
-@pytest.fixture
-def private_moto() -> Iterator[S3Server]:
-    """A server this test may kill without disturbing the others."""
-    server = start_moto()
-    yield server
-    server.stop()
 
 
 def test_server_killed_during_read(private_moto: S3Server, mounter: Mounter) -> None:

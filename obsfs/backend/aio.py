@@ -5,12 +5,24 @@ own: metadata (HEAD, LIST, small PUTs, DELETE), data (GET, PUT, parts) and the H
 listing (``head_many``). A bulk transfer or a large listing then cannot starve ``stat``.
 Retries and deadlines come from ``retry.py``: reads and metadata give up after ``read_deadline``
 (the filesystem answers EIO), uploads after ``write_deadline``.
+
+A call that only fetches (HEAD, LIST, GET) is abandoned at its deadline: the SDK has one socket
+timeout per client (read when each connection is made, so it cannot be set per call), and a
+store that accepts connections but never answers would otherwise hold us for that timeout per
+attempt. The thread ends by itself at its socket timeout; until then it keeps its limiter token
+(trio releases it only when the thread returns), so abandoned threads never outnumber the
+limiter, and trio drops its late result. Uploads are never abandoned while the mount runs: a
+late PUT would land after the retry that replaced it. Only at shutdown, once the drain deadline
+has passed, ``stop_writing`` lets go of them (the process is about to exit, the journal keeps the
+data).
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
@@ -18,7 +30,8 @@ import trio
 
 from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore
 from obsfs.backend.retry import acall_with_retry, call_with_retry
-from obsfs.errors import ObsfsError
+from obsfs.deadline import Reachability
+from obsfs.errors import ObsfsError, StoreStopped, TemporaryFailure
 
 T = TypeVar("T")
 
@@ -37,18 +50,64 @@ class AsyncStore:
         # head_many's threads hold a token for a whole listing: they get their own, so that a
         # stat or an open elsewhere never queues behind 10,000 HEADs.
         self.bulk_limiter = trio.CapacityLimiter(bulk_threads)
+        self.reachability = Reachability()
+        self._writes: set[trio.CancelScope] = set()  # upload attempts in flight
+        self._write_threads = trio.CapacityLimiter(math.inf)  # bounded by the tokens taken before
+        self._stopped = False
 
-    async def _run(self, what: str, fn: Callable[[], T], *, data: bool = False, write: bool = False) -> T:
+    async def _run(self, what: str, fn: Callable[[], T], *, data: bool = False, write: bool = False,
+                   until: float | None = None) -> T:
+        """Run blocking ``fn`` with retries until it succeeds, fails for good, or the deadline
+        passes: ``until`` (a trio time) if given, else the read or write deadline from now."""
         limiter = self.data_limiter if data else self.meta_limiter
-        # Calls that only return values may be abandoned at the deadline; calls that write a
-        # local file or upload must finish (bounded by the socket timeout) before we retry.
-        abandon = not write and not data
 
         async def attempt() -> T:
-            return await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=abandon)
+            try:
+                if write:
+                    result = await self._write_attempt(what, fn, limiter)
+                else:
+                    result = await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)
+            except TemporaryFailure:
+                self.reachability.unanswered(trio.current_time())
+                raise
+            except ObsfsError:
+                self.reachability.answered(trio.current_time())
+                raise
+            self.reachability.answered(trio.current_time())
+            return result
 
         deadline = self.write_deadline if write else self.read_deadline
-        return await acall_with_retry(attempt, what, deadline)
+        try:
+            return await acall_with_retry(attempt, what, deadline, until=until)
+        except TemporaryFailure:
+            self.reachability.unanswered(trio.current_time())  # also when no attempt could end
+            raise
+
+    async def _write_attempt(self, what: str, fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
+        """One attempt of an upload: waited for until its thread returns (bounded by the socket
+        timeout), unless ``stop_writing`` lets go of it."""
+        if self._stopped:
+            raise StoreStopped(f"{what}: not sent, the mount is shutting down")
+        # The wait for a token may be cut short by the deadline; the upload itself is shielded
+        # from it, not from stop_writing. The token is ours (the thread's own limiter does not
+        # count), so an upload let go of at shutdown hands it back at once.
+        async with limiter:
+            with trio.CancelScope(shield=True) as scope:
+                self._writes.add(scope)
+                try:
+                    return await trio.to_thread.run_sync(fn, limiter=self._write_threads, abandon_on_cancel=True)
+                finally:
+                    self._writes.discard(scope)
+        raise StoreStopped(f"{what}: given up, the mount is shutting down")
+
+    def stop_writing(self) -> None:
+        """Shutdown, after the drain deadline: let go of the uploads in flight and start no more.
+
+        Their threads end with the process; what they were sending is still in the journal.
+        """
+        self._stopped = True
+        for scope in self._writes:
+            scope.cancel()
 
     async def head(self, key: str) -> ObjectInfo:
         return await self._run(f"HEAD {key}", functools.partial(self.store.head, key))
@@ -85,14 +144,27 @@ class AsyncStore:
             for _ in range(min(workers, len(queue))):
                 nursery.start_soon(functools.partial(trio.to_thread.run_sync, work, limiter=self.bulk_limiter))
 
-    async def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytearray:
+    async def get_range(self, key: str, start: int, length: int, *, etag: str | None = None,
+                        until: float | None = None) -> bytearray:
+        """``until``: give up at this trio time instead of one read deadline from now."""
         return await self._run(f"GET {key}",
                                functools.partial(self.store.get_range, key, start, length, etag=etag),
-                               data=True)
+                               data=True, until=until)
 
-    async def get_to_file(self, key: str, fd: int, *, etag: str | None = None) -> int:
-        return await self._run(f"GET {key}", functools.partial(self.store.get_to_file, key, fd, etag=etag),
-                               data=True)
+    async def get_to_file(self, key: str, path: str, *, etag: str | None = None) -> int:
+        """Download into the existing local file ``path``. Each attempt's thread opens the file
+        itself: an attempt abandoned at the deadline may go on writing for a while, and must then
+        reach only this file (which the caller removes), never a file that reused the number of
+        a descriptor the caller has closed meanwhile."""
+
+        def download() -> int:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                return self.store.get_to_file(key, fd, etag=etag)
+            finally:
+                os.close(fd)
+
+        return await self._run(f"GET {key}", download, data=True)
 
     async def put_file(self, key: str, path: str, *, metadata: Mapping[str, str], content_type: str,
                        if_match: str | None = None, if_none_match: bool = False) -> str:

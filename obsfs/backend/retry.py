@@ -65,20 +65,28 @@ def call_with_retry(fn: Callable[[], T], what: str, deadline: float,
 
 
 async def acall_with_retry(fn: Callable[[], Awaitable[T]], what: str, deadline: float,
-                           policy: RetryPolicy = DEFAULT_POLICY) -> T:
-    """Trio version of ``call_with_retry``; the deadline is also enforced on each attempt."""
-    end = trio.current_time() + deadline
+                           policy: RetryPolicy = DEFAULT_POLICY, *, until: float | None = None) -> T:
+    """Trio version of ``call_with_retry``; the deadline is also enforced on each attempt.
+
+    ``until`` (a trio time) replaces ``deadline`` seconds from now, so that several calls can
+    share one deadline. When it has already passed, ``fn`` is not called at all.
+    """
+    start = trio.current_time()
+    end = start + deadline if until is None else until
+    budget = max(0.0, end - start)
+    if end <= start:
+        raise _give_up(TemporaryFailure(f"{what}: no time left"), what, 0, budget)
     delays = policy.delays()
     for attempts in itertools.count(1):
         try:
-            with trio.fail_after(max(0.0, end - trio.current_time())):
+            with trio.fail_at(end):
                 return await fn()
         except trio.TooSlowError:
-            raise _give_up(TemporaryFailure(f"{what}: no answer"), what, attempts, deadline) from None
+            raise _give_up(TemporaryFailure(f"{what}: no answer"), what, attempts, budget) from None
         except TemporaryFailure as exc:
             delay = next(delays)
             if trio.current_time() + delay >= end:
-                raise _give_up(exc, what, attempts, deadline) from None
+                raise _give_up(exc, what, attempts, budget) from None
             log.info("retrying %s in %.2f s: %s", what, delay, exc)
             await trio.sleep(delay)
     raise AssertionError("unreachable")

@@ -226,3 +226,36 @@ def test_sync_does_not_retry_other_errors(fake_time: FakeTime) -> None:
         call_with_retry(fn, "HEAD k", deadline=30)
     assert calls == 1
     assert fake_time.sleeps == []
+
+
+def test_trio_until_replaces_the_deadline() -> None:
+    """Calls that share one deadline pass it as a time; the retries stop there."""
+    calls: list[float] = []
+
+    async def always() -> None:
+        calls.append(trio.current_time())
+        raise TemporaryFailure("GET k: connection refused")
+
+    async def attempt() -> tuple[TemporaryFailure, float]:
+        start = trio.current_time()
+        with pytest.raises(TemporaryFailure) as err:
+            await acall_with_retry(always, "GET k", deadline=60, until=start + 3,
+                                   policy=RetryPolicy(base=0.5, cap=1.0))
+        return err.value, trio.current_time() - start
+
+    (exc, elapsed), _ = run_mock(attempt)
+    assert 3 - 1.0 < elapsed < 3
+    assert f"gave up after {len(calls)} attempts in 3 s" in str(exc)
+
+
+def test_trio_until_already_passed_makes_no_call() -> None:
+    fn = Flaky()
+
+    async def attempt() -> TemporaryFailure:
+        with pytest.raises(TemporaryFailure) as err:
+            await acall_with_retry(fn, "GET k", deadline=60, until=trio.current_time())
+        return err.value
+
+    exc, elapsed = run_mock(attempt)
+    assert fn.times == [] and elapsed == 0
+    assert str(exc) == "GET k: no time left (gave up after 0 attempts in 0 s)"
