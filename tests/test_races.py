@@ -5,6 +5,7 @@ that never pauses) instead of waiting it out."""
 from __future__ import annotations
 
 import os
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -105,3 +106,73 @@ def test_a_listing_shows_files_whose_upload_ends_meanwhile(mounter: Mounter, mot
     assert set(os.listdir(directory)) == set(closed) | {f"m-{n:05d}" for n in range(3000)}
     assert mnt.umount() == 0
     assert set(keys(s3, bucket, "d/a-")) == {f"d/{name}" for name in closed}
+
+
+@pytest.mark.parametrize("delay", ["0", "0.5"])
+def test_churn_matches_what_writers_were_told(mounter: Mounter, moto: S3Server, bucket: str, s3: Any,
+                                              delay: str) -> None:
+    """8 writers create, overwrite, replace by rename and delete names, 2 listers list all along;
+    after unmount the store holds exactly what the writers' acknowledged calls left, no more
+    (nothing deleted comes back, no conflict copy) and no less. Each writer has names of its own,
+    so its model needs no ordering with the others; all share one directory and one queue."""
+    mnt = mounter.mount(moto, bucket, f"upload_delay={delay}")
+    root = mnt.path / "churn"
+    root.mkdir()
+    models: list[dict[str, bytes]] = [{} for _ in range(8)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(number: int) -> None:
+        rng = random.Random(number)
+        model = models[number]
+        names = [f"w{number}-{n}" for n in range(6)]
+        (root / f"w{number}-stable").write_bytes(b"stable")
+        model[f"w{number}-stable"] = b"stable"
+        for step in range(60):
+            name = rng.choice(names)
+            data = f"{number}/{step}".encode()
+            action = rng.choice(["write", "replace", "delete", "move"])
+            if action == "write":
+                (root / name).write_bytes(data)
+                model[name] = data
+            elif action == "replace":  # an atomic save: temporary name, then rename over
+                (root / f".{name}.tmp").write_bytes(data)
+                os.rename(root / f".{name}.tmp", root / name)
+                model[name] = data
+            elif action == "delete" and name in model:
+                os.unlink(root / name)
+                del model[name]
+            elif action == "move" and name in model:
+                other = rng.choice([n for n in names if n != name])
+                os.rename(root / name, root / other)
+                model[other] = model.pop(name)
+
+    def run(target: Any, *args: Any) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def lister() -> None:
+        while not stop.is_set():
+            created = {f"w{n}-stable" for n, model in enumerate(models) if f"w{n}-stable" in model}
+            missed = created - set(os.listdir(root))
+            if missed:
+                raise AssertionError(f"a listing lost files that never changed: {sorted(missed)}")
+
+    writers = [threading.Thread(target=run, args=(writer, n)) for n in range(8)]
+    listers = [threading.Thread(target=run, args=(lister,)) for _ in range(2)]
+    for thread in writers + listers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    for thread in listers:
+        thread.join()
+    assert not errors, errors
+    expected = {f"churn/{name}": data for model in models for name, data in model.items()}
+    assert {name: (root / name).read_bytes() for name in os.listdir(root)} == \
+        {key.split("/", 1)[1]: data for key, data in expected.items()}
+    assert mnt.umount() == 0
+    stored = {key: body(s3, bucket, key) for key in keys(s3, bucket, "churn/") if key != "churn/"}
+    assert stored == expected
