@@ -938,11 +938,15 @@ class Filesystem(pyfuse3.Operations):
         if node.path is None or node.staged is not staged:
             return  # unlinked during the fsync: nothing to keep (a rename just changes the key below)
         entry = node.entry
-        self.journal.record(DirtyRecord(
-            data_file=staged.name, key=self.layout.file_key(node.path), base_etag=staged.base_etag,
-            attrs=entry.attrs, content_type=entry.content_type or content_type_for(node.path)))
-        staged.journaled = True
-        self.writeback.schedule(node)
+        try:
+            self.journal.record(DirtyRecord(
+                data_file=staged.name, key=self.layout.file_key(node.path), base_etag=staged.base_etag,
+                attrs=entry.attrs, content_type=entry.content_type or content_type_for(node.path)))
+            staged.journaled = True
+        finally:
+            # Also when the row found no room (close() then answers ENOSPC, so nothing more was
+            # acknowledged; an earlier row stays as it was): the upload is what frees the disk.
+            self.writeback.schedule(node)
 
     async def _upload(self, node: Node) -> None:
         """Upload worker body: send the staged file's current version, conditionally."""
@@ -1027,17 +1031,21 @@ class Filesystem(pyfuse3.Operations):
         self.stat_cache.pop(path, None)
 
     def _release_staged(self, node: Node) -> None:
-        """The store has this version: forget the journal row, and the copy unless it is open."""
+        """The store has this version (or the file is gone): drop the copy unless it is open, and
+        the journal row. The copy goes first: on a full cache disk its space is what the row's
+        delete needs (a crash in between leaves a row without a data file; the next mount drops
+        it). The delete cannot fail for lack of space (journal.py), so the node is always left
+        clean."""
         staged = node.staged
         if staged is None:
             return
-        if staged.journaled:
-            self.journal.remove(staged.name)
-            staged.journaled = False
+        journaled, staged.journaled = staged.journaled, False
         if node.opens == 0:
             staged.remove()
             node.staged = None
             self.inodes.drop_if_unused(node)
+        if journaled:
+            self.journal.remove(staged.name)
 
     def _discard_staged(self, node: Node) -> None:
         """The file is gone: drop its pending upload and its cached data."""
@@ -1228,7 +1236,10 @@ class Filesystem(pyfuse3.Operations):
     async def flush_all(self, deadline: float) -> list[str]:
         """Upload everything pending (unmount, SIGTERM); returns the paths that did not make it."""
         for node in [n for n in self.inodes.under("") if n.staged is not None and n.staged.dirty]:
-            await self._commit(node)
+            try:
+                await self._commit(node)
+            except OSError as exc:  # a full cache disk: still queued, the drain below may save it
+                log.warning("could not journal %s before the final upload: %s", node.path, exc)
         left = await self.writeback.drain(deadline)
         for node in left:
             log.error("not uploaded: %s (kept in %s; the next mount with this cache dir uploads it)",
@@ -1254,13 +1265,17 @@ class Filesystem(pyfuse3.Operations):
         count = 0
         for rec in records:
             staged = self.staging.reopen(rec.data_file)
-            if staged is None or not rec.key.startswith(self.layout.prefix):
-                log.error("journal entry for %s cannot be recovered here (data file %s)", rec.key,
-                          "missing" if staged is None else "belongs to another prefix")
-                if staged is None:
-                    self.journal.remove(rec.data_file)
-                else:
-                    os.close(staged.fd)
+            if staged is None:
+                # We drop a data file only once it is uploaded (or its file deleted), just before
+                # the row; a crash or a full cache disk can keep the row alone.
+                log.info("journal entry for %s has no data file left (uploaded or deleted before the "
+                         "row was); dropped", rec.key)
+                self.journal.remove(rec.data_file)
+                continue
+            if not rec.key.startswith(self.layout.prefix):
+                log.error("journal entry for %s cannot be recovered here (data file belongs to another "
+                          "prefix)", rec.key)
+                os.close(staged.fd)
                 continue
             path = self.layout.path_of(rec.key)
             staged.base_etag = rec.base_etag

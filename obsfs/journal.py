@@ -4,18 +4,42 @@ A row is written (and fsynced, by SQLite's ``synchronous=FULL``) before ``close(
 the data file itself was fsynced; it is deleted only once the store has that exact version. So
 after a crash (``kill -9``, OOM) the next mount of the same cache dir finds every acknowledged
 write here. The schema is deliberately flat: one row per dirty file, no history.
+
+A full cache disk. An insert that finds no room fails (``close()`` then answers ENOSPC: nothing
+was acknowledged). A delete must not fail that way: deleting the row is what lets a clean file's
+space be freed and its node forget it, and in WAL mode even a DELETE appends to ``-wal`` and may
+need new blocks. So:
+
+- ``journal.reserve``, a preallocated file next to the database, is space only the journal may
+  spend: when a delete reports the disk full, the reserve is deleted and the delete retried at
+  once (about 8 KiB per delete measured here, so 1 MiB covers a hundred). It is allocated again
+  once no delete is owed and there is room.
+- A delete that still finds no room (the reserve is spent, or a thread writing elsewhere in the
+  cache took the space first) is *owed*: remembered here and retried before every later write to
+  the journal and at ``close``. The caller goes on as if the row were gone, and frees its data
+  file, which is what drains the disk. An owed row only ever describes a version the store
+  already has, or a deleted file, so if a crash comes first the next mount uploads the same bytes
+  again (a match by ETag, no conflict) or, its data file already freed, drops the row.
+- ``record`` of a data file cancels an owed delete of its row, in the same call: a new
+  acknowledged version can never be removed by a delete meant for the one before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from obsfs.meta import Attrs
+
+log = logging.getLogger(__name__)
+
+RESERVE_BYTES = 1 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dirty (
@@ -42,6 +66,13 @@ class DirtyRecord:
     content_type: str
 
 
+# The deletes a full disk may leave owed, by table.
+_DELETE = {
+    "dirty": "DELETE FROM dirty WHERE data_file = ?",
+    "uploads": "DELETE FROM uploads WHERE upload_id = ?",
+}
+
+
 @contextlib.contextmanager
 def _as_os_error() -> Iterator[None]:
     """SQLite reports a full cache disk as its own error; callers handle OSError with an errno."""
@@ -52,16 +83,34 @@ def _as_os_error() -> Iterator[None]:
         raise OSError(errno.ENOSPC if full else errno.EIO, f"cache journal: {exc}") from None
 
 
+def _is_full(exc: OSError) -> bool:
+    return exc.errno == errno.ENOSPC
+
+
 class Journal:
-    """SQLite file in the cache dir. Calls are short local writes, made from the trio thread."""
+    """SQLite file in the cache dir. Calls are short local writes, made from the trio thread, so
+    nothing runs between releasing the reserve and the retry that needs its space (threads
+    writing elsewhere in the cache dir may, which is why a delete can still end up owed)."""
 
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        self.reserve_path = path.with_suffix(".reserve")
+        self.reserved = False  # the reserve file is there, whole
+        self.owed: set[tuple[str, str]] = set()  # (table, key) of deletes the disk had no room for
+        self._restore_reserve()
 
     def close(self) -> None:
+        """Settle what is owed, if there is room now; what is left, the next mount repairs."""
+        try:
+            self._settle()
+        except OSError as exc:
+            log.warning("cache journal: %s", exc)
+        if self.owed:
+            log.warning("cache journal: %d row(s) of uploaded or deleted files could not be deleted "
+                        "(cache disk full); the next mount drops them", len(self.owed))
         self.db.close()
 
     def record(self, rec: DirtyRecord) -> None:
@@ -71,20 +120,80 @@ class Journal:
                 "INSERT OR REPLACE INTO dirty VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rec.data_file, rec.key, rec.base_etag, a.mode, a.uid, a.gid, a.mtime_ns, a.ctime_ns,
                  rec.content_type))
+        self.owed.discard(("dirty", rec.data_file))  # that delete was for the version before
+        self._settle()
 
     def remove(self, data_file: str) -> None:
-        with _as_os_error():
-            self.db.execute("DELETE FROM dirty WHERE data_file = ?", (data_file,))
+        """Never fails for a full disk: the delete is then owed (see the module docstring)."""
+        self._delete("dirty", data_file)
 
     def note_upload(self, upload_id: str, key: str) -> None:
         """An open multipart upload: if we crash before it is completed or aborted, its parts
         would cost storage for ever, so the next mount aborts what is listed here."""
         with _as_os_error():
             self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?)", (upload_id, key))
+        self._settle()
 
     def forget_upload(self, upload_id: str) -> None:
-        with _as_os_error():
-            self.db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+        """Never fails for a full disk; an owed one makes the next mount abort an upload that is
+        already completed or aborted, which it reports and forgets."""
+        self._delete("uploads", upload_id)
+
+    def _delete(self, table: str, key: str) -> None:
+        self.owed.add((table, key))
+        self._settle()
+
+    def _settle(self) -> None:
+        """Run the owed deletes, spending the reserve if the disk is full; then re-create the
+        reserve if it was spent and nothing is owed any more."""
+        for table, key in sorted(self.owed):
+            try:
+                self._delete_now(table, key)
+            except OSError as exc:
+                if _is_full(exc):
+                    log.info("cache journal: disk full, %d delete(s) owed until there is room", len(self.owed))
+                    return
+                self.owed.discard((table, key))  # any other failure is its caller's, once, as before
+                raise
+            self.owed.discard((table, key))
+        self._restore_reserve()
+
+    def _delete_now(self, table: str, key: str) -> None:
+        try:
+            with _as_os_error():
+                self.db.execute(_DELETE[table], (key,))
+        except OSError as exc:
+            if not _is_full(exc) or not self._release_reserve():
+                raise
+            log.warning("cache journal: cache disk full, releasing the journal's reserve")
+            with _as_os_error():
+                self.db.execute(_DELETE[table], (key,))
+
+    def _release_reserve(self) -> bool:
+        """Free the reserve's space for the journal's own next write; False if none is left."""
+        if not self.reserved:
+            return False
+        self.reserved = False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.reserve_path)
+        return True
+
+    def _restore_reserve(self) -> None:
+        """Allocate the reserve if it is missing; on a disk still too full, try again later."""
+        if self.reserved:
+            return
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.reserve_path)  # a partial reserve would hold space and promise none
+            log.debug("cache journal: no room for the reserve yet: %s", exc)
+            return
+        self.reserved = True
 
     def open_uploads(self) -> list[tuple[str, str]]:
         """(upload id, key) of each multipart upload an earlier daemon left open."""

@@ -4,6 +4,7 @@ signature checks), buckets, and store configs pointing at them."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -92,6 +93,28 @@ def mounter(tmp_path: Path) -> Iterator[Mounter]:
     yield m
     problems = m.teardown()
     assert not problems, f"{problems}\n--- daemon logs ---\n{m.log_text()}"
+
+
+@pytest.fixture
+def small_disk(mounter: Mounter, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts a tmpfs of the given size (``"64m"``) for a cache dir. In teardown the obsfs mounts go
+    first (their daemons hold files in it), then the tmpfs, even when the test failed."""
+    disks: list[Path] = []
+
+    def make(size: str) -> Path:
+        path = tmp_path / f"disk{len(disks)}"
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        disks.append(path)
+        return path
+
+    yield make
+    problems = mounter.teardown()
+    for path in disks:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+            problems.append(f"{path}: tmpfs still busy after the mounts were gone")
+    assert not problems, f"{problems}\n--- daemon logs ---\n{mounter.log_text()}"
 
 
 @pytest.fixture

@@ -11,26 +11,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from obsfs.upload import local_etags
-from tests.mounting import Mount, Mounter
+from tests.mounting import Mount, Mounter, wait_for
 from tests.s3server import S3Server
 from tests.test_writeback import HOLD, kill_daemon, stored
 
 PART = 5 << 20
 OPTIONS = (HOLD, "multipart_size=5")
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
-    """Poll (the upload runs in the daemon, in the background); fail with ``what`` if it never holds."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"still not true after {seconds:.0f} s: {what}"
-        time.sleep(0.05)
 
 
 def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 
 from obsfs.mount import state_file
 from tests.conftest import boto_client
-from tests.mounting import Mount, Mounter, force_unmount, fsync_tree, is_mounted
+from tests.mounting import Mount, Mounter, force_unmount, fsync_tree, is_mounted, wait_for
 from tests.s3server import S3Server, start_moto
 
 # Uploads wait a minute: whatever the tests write stays dirty in the cache until they say so.
@@ -149,29 +151,112 @@ def test_server_stopped_for_30s_during_writes(private_moto: S3Server, mounter: M
         assert stored(s3, "outage", name) == data, name
 
 
-def test_full_cache_disk(mounter: Mounter, moto: S3Server, bucket: str, s3: Any, tmp_path: Path) -> None:
-    cache = tmp_path / "small-cache"
-    cache.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(cache)], check=True)
+def test_full_cache_disk(mounter: Mounter, moto: S3Server, bucket: str, s3: Any,
+                         small_disk: Callable[[str], Path]) -> None:
+    cache = small_disk("24m")
+    mnt = mounter.mount(moto, bucket, f"cache_dir={cache},upload_delay=0")
+    kept = os.urandom(4 << 20)
+    (mnt.path / "kept").write_bytes(kept)
+    with pytest.raises(OSError) as err, open(mnt.path / "huge", "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(1 << 20))
+            f.flush()
+    assert err.value.errno == errno.ENOSPC
+    os.unlink(mnt.path / "huge")
+    (mnt.path / "after").write_bytes(b"space again")
+    fsync_tree(mnt.path)
+    assert mnt.umount() == 0
+    assert stored(s3, bucket, "kept") == kept
+    assert stored(s3, bucket, "after") == b"space again"
+    assert "huge" not in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+def write_whole(path: Path, data: bytes, *, fsync: bool = False) -> bool:
+    """Write ``data`` as a new version of ``path``, the way a careful program does: True only if
+    every write() (and fsync(), if asked for) and the close() succeeded; ENOSPC anywhere gives
+    False (other errors fail)."""
+    ok = True
     try:
-        mnt = mounter.mount(moto, bucket, f"cache_dir={cache},upload_delay=0")
-        kept = os.urandom(4 << 20)
-        (mnt.path / "kept").write_bytes(kept)
-        with pytest.raises(OSError) as err, open(mnt.path / "huge", "wb") as f:
-            for _ in range(64):
-                f.write(os.urandom(1 << 20))
-                f.flush()
-        assert err.value.errno == errno.ENOSPC
-        os.unlink(mnt.path / "huge")
-        (mnt.path / "after").write_bytes(b"space again")
-        fsync_tree(mnt.path)
-        assert mnt.umount() == 0
-        assert stored(s3, bucket, "kept") == kept
-        assert stored(s3, bucket, "after") == b"space again"
-        assert "huge" not in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
-    finally:
-        force_unmount(next(iter(m.path for m in mounter.mounts)))
-        subprocess.run(["umount", "-l", str(cache)], check=False)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+        return False
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[:1 << 20]):]
+        if fsync:
+            os.fsync(fd)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+        ok = False
+    try:
+        os.close(fd)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+        ok = False
+    return ok
+
+
+def test_cache_disk_that_fills_drains_again(mounter: Mounter, moto: S3Server, bucket: str, s3: Any,
+                                            small_disk: Callable[[str], Path]) -> None:
+    """200 MiB through a 64 MiB cache disk with the store up: writers get ENOSPC while the disk is
+    full, the uploads free it, and every retried file gets through. Nothing that close()
+    acknowledged is lost, no staged copy is left behind, and the unmount is clean."""
+    cache = small_disk("64m")
+    # Each upload starts 5 s after its close: the writer fills the disk long before (13 MB/s do),
+    # as it would against a real network; then the uploads drain it while the writer retries.
+    mnt = mounter.mount(moto, bucket, f"cache_dir={cache},upload_delay=5")
+    names = [f"f{i:02d}" for i in range(50)]
+    contents = {name: random.Random(name).randbytes(4 << 20) for name in names}
+    acknowledged: set[str] = set()
+    refused = 0
+    pending = names
+    deadline = time.monotonic() + 150
+    while pending:
+        assert time.monotonic() < deadline, (f"{len(pending)} files still refused after {refused} ENOSPC: "
+                                             f"the cache disk never drained; staging holds "
+                                             f"{len(os.listdir(cache / 'staging'))} files")
+        # Every fifth writer fsyncs before close, so some uploads end while their file is open.
+        left = [name for name in pending
+                if not write_whole(mnt.path / name, contents[name], fsync=name.endswith(("0", "5")))]
+        acknowledged.update(set(pending) - set(left))
+        refused += len(left)
+        if len(left) == len(pending):
+            time.sleep(0.2)  # poll: no file got through this round, the uploads need time to free space
+        pending = left
+    assert refused > 0, "the cache disk never filled: the test proves nothing"
+    fsync_tree(mnt.path)  # waits until the store has every file
+    # The kernel sends RELEASE, which frees the last staged copies, after close() has returned.
+    wait_for(lambda: os.listdir(cache / "staging") == [], "no staged copy outlives its upload", 10)
+    assert shutil.disk_usage(cache).used < 16 << 20
+    assert write_whole(mnt.path / "after", b"space again")
+    assert mnt.umount() == 0
+    for name in sorted(acknowledged):
+        assert stored(s3, bucket, name) == contents[name], name
+    assert stored(s3, bucket, "after") == b"space again"
+    assert "Traceback" not in mounter.log_text()
+    print(f"ENOSPC answers: {refused}; files acknowledged: {len(acknowledged)}")
+
+
+def test_close_on_a_full_cache_disk_keeps_what_was_acknowledged(mounter: Mounter, moto: S3Server, bucket: str,
+                                                                 s3: Any, small_disk: Callable[[str], Path]) -> None:
+    """With the disk full, a close() whose journal row finds no room answers ENOSPC, and the row
+    of the version acknowledged before stays: a crash right then still uploads it."""
+    cache = small_disk("16m")
+    mnt = mounter.mount(moto, bucket, f"cache_dir={cache}", HOLD)
+    first = os.urandom((2 << 20) - 100)  # its last page has room for the append below
+    (mnt.path / "doc").write_bytes(first)
+    assert not write_whole(mnt.path / "filler", os.urandom(32 << 20)), "the disk did not fill"
+    fd = os.open(mnt.path / "doc", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"appended")
+    with pytest.raises(OSError) as err:
+        os.close(fd)
+    assert err.value.errno == errno.ENOSPC
+    kill_daemon(mnt)
+    remount_and_drain(mounter, moto, bucket, f"cache_dir={cache}")
+    assert stored(s3, bucket, "doc")[:len(first)] == first
+    assert "filler" not in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
 def test_conflict_keeps_both_versions(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:

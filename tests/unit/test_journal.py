@@ -1,0 +1,126 @@
+"""The dirty-file journal on a cache disk that is full to the last page (a small tmpfs: root only).
+
+An insert may fail (close() then answers ENOSPC); a delete may not, and an owed delete must never
+take away a row that was recorded again since.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from obsfs.journal import RESERVE_BYTES, DirtyRecord, Journal
+from obsfs.meta import Attrs
+
+ATTRS = Attrs(mode=0o100644, uid=0, gid=0, size=0, mtime_ns=1, ctime_ns=1)
+
+
+def rec(name: str) -> DirtyRecord:
+    return DirtyRecord(data_file=name, key=f"dir/{name}", base_etag=None, attrs=ATTRS, content_type="text/plain")
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = tmp_path / "disk"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(disk: Path, name: str) -> Path:
+    """Take every free page of ``disk``; deleting the returned file gives them back."""
+    path = disk / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return path
+
+
+def names(journal: Journal) -> set[str]:
+    return {r.data_file for r in journal.all()}
+
+
+def test_a_delete_on_a_full_disk_spends_the_reserve(disk: Path) -> None:
+    journal = Journal(disk / "journal.db")
+    assert (disk / "journal.reserve").stat().st_size == RESERVE_BYTES
+    for i in range(3):
+        journal.record(rec(f"f{i}"))
+    filler = fill(disk, "filler")
+    with pytest.raises(OSError) as err:
+        journal.record(rec("new"))
+    assert err.value.errno == errno.ENOSPC, "an insert may fail: close() reports it"
+    journal.remove("f0")
+    assert names(journal) == {"f1", "f2"}
+    assert not (disk / "journal.reserve").exists() and not journal.owed
+    filler.unlink()
+    journal.remove("f1")
+    assert (disk / "journal.reserve").stat().st_size == RESERVE_BYTES, "allocated again once there is room"
+    assert names(journal) == {"f2"}
+
+
+def test_a_delete_without_room_is_owed_then_settled(disk: Path) -> None:
+    journal = Journal(disk / "journal.db")
+    for i in range(4):
+        journal.record(rec(f"f{i}"))
+    journal.note_upload("upload-1", "dir/big")
+    fillers = [fill(disk, "filler0")]
+    journal.remove("f0")  # spends the reserve
+    fillers.append(fill(disk, "filler1"))
+    journal.remove("f1")  # no room and no reserve: owed, and no error for the caller
+    journal.forget_upload("upload-1")
+    assert journal.owed == {("dirty", "f1"), ("uploads", "upload-1")}
+    assert names(journal) == {"f1", "f2", "f3"}, "still on disk: the next mount drops it or uploads it again"
+    for filler in fillers:
+        filler.unlink()
+    journal.remove("f2")  # any later write settles what is owed, then restores the reserve
+    assert not journal.owed and names(journal) == {"f3"} and journal.open_uploads() == []
+    assert journal.reserved
+
+
+def test_recording_again_cancels_an_owed_delete(disk: Path) -> None:
+    """The store had version 1 of f0, its row's delete was owed; version 2 is acknowledged with a
+    new row under the same data file. The owed delete must not take that row away."""
+    journal = Journal(disk / "journal.db")
+    journal.record(rec("f0"))
+    journal.record(rec("f1"))
+    fillers = [fill(disk, "filler0")]
+    journal.remove("f1")  # spends the reserve
+    fillers.append(fill(disk, "filler1"))
+    journal.remove("f0")
+    assert ("dirty", "f0") in journal.owed
+    fillers.pop().unlink()
+    journal.record(rec("f0"))  # version 2 acknowledged
+    assert not journal.owed
+    fillers.pop().unlink()
+    journal.remove("absent")  # settles: nothing owed may touch f0
+    journal.close()
+    assert names(Journal(disk / "journal.db")) == {"f0"}
+
+
+def test_close_settles_what_is_owed_and_the_rest_survives_a_reopen(disk: Path) -> None:
+    journal = Journal(disk / "journal.db")
+    journal.record(rec("f0"))
+    journal.record(rec("f1"))
+    journal.record(rec("kept"))
+    filler0 = fill(disk, "filler0")
+    journal.remove("f0")
+    filler1 = fill(disk, "filler1")
+    journal.remove("f1")
+    assert journal.owed == {("dirty", "f1")}
+    filler0.unlink()
+    filler1.unlink()
+    journal.close()
+    assert names(Journal(disk / "journal.db")) == {"kept"}
