@@ -1068,7 +1068,9 @@ class Filesystem(pyfuse3.Operations):
             node.opens -= 1
             if node.opens == 0 and handle.reading.key is not None:
                 self.reader.forget(handle.reading.key)
-            if node.staged is not None and not node.staged.dirty and not self.writeback.busy(node):
+            if node.opens == 0 and node.path is None:
+                self._discard_staged(node)  # unlinked while open, written after: nothing to keep
+            elif node.staged is not None and not node.staged.dirty and not self.writeback.busy(node):
                 self._release_staged(node)
             self.inodes.drop_if_unused(node)
 

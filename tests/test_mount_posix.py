@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.mounting import Mount, Mounter, fsync_tree
+from tests.mounting import Mount, Mounter, fsync_tree, wait_for
 from tests.s3server import S3Server
 
 
@@ -275,6 +275,22 @@ def test_unlink_open_file_keeps_handle(mnt: Mount, s3: Any) -> None:
         os.unlink(mnt.path / "f")
         assert not (mnt.path / "f").exists()
         assert f.read() == "before"
+    assert stored_keys(s3, mnt) == []
+
+
+def test_writing_an_unlinked_open_file_leaves_no_staged_copy(mounter: Mounter, moto: S3Server, bucket: str,
+                                                              s3: Any, tmp_path: Path) -> None:
+    """Data written after the name is gone can never be uploaded: its local copy goes at the last close."""
+    mnt = mounter.mount(moto, bucket, f"cache_dir={tmp_path / 'cache'}")
+    (mnt.path / "f").write_text("before")
+    with open(mnt.path / "f", "r+") as f:
+        os.unlink(mnt.path / "f")
+        f.write("written after the unlink")
+        f.flush()
+        f.seek(0)
+        assert f.read() == "written after the unlink"
+    staging = tmp_path / "cache" / "staging"
+    wait_for(lambda: not os.listdir(staging), "the staged copy is removed after the last close")
     assert stored_keys(s3, mnt) == []
 
 
