@@ -60,7 +60,15 @@ def runtime_dir() -> Path:
 
 
 def state_file(mountpoint: str, suffix: str) -> Path:
-    digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
+    """The pid or status file of the mount at ``mountpoint``, as a user names it."""
+    return state_path(os.path.realpath(mountpoint), suffix)
+
+
+def state_path(real_mountpoint: str, suffix: str) -> Path:
+    """The same for a mount point already resolved. The daemon must use this one: resolving
+    stats the mount point, which, once mounted, only the daemon's own thread can answer (with
+    ``attr_timeout=0`` the kernel asks every time, and the daemon would wait for itself)."""
+    digest = hashlib.sha256(real_mountpoint.encode()).hexdigest()[:16]
     return runtime_dir() / f"{digest}.{suffix}"
 
 
@@ -257,13 +265,13 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
     return 0
 
 
-def write_state(mountpoint: str, suffix: str, text: str) -> None:
-    path = state_file(mountpoint, suffix)
+def write_state(real_mountpoint: str, suffix: str, text: str) -> None:
+    path = state_path(real_mountpoint, suffix)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def remove_state(mountpoint: str, suffix: str) -> None:
+def remove_state(real_mountpoint: str, suffix: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        state_file(mountpoint, suffix).unlink()
+        state_path(real_mountpoint, suffix).unlink()

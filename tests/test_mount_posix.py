@@ -278,6 +278,14 @@ def test_unlink_open_file_keeps_handle(mnt: Mount, s3: Any) -> None:
     assert stored_keys(s3, mnt) == []
 
 
+def test_zero_cache_timeouts(mounter: Mounter, moto: S3Server, bucket: str) -> None:
+    """With nothing cached in the kernel, every stat of the mount point reaches the daemon, even
+    the ones it makes itself while it starts (it used to wait for itself there, for ever)."""
+    mnt = mounter.mount(moto, bucket, "attr_timeout=0,entry_timeout=0")
+    (mnt.path / "f").write_text("x")
+    assert os.stat(mnt.path / "f").st_size == 1
+
+
 def test_writing_an_unlinked_open_file_leaves_no_staged_copy(mounter: Mounter, moto: S3Server, bucket: str,
                                                               s3: Any, tmp_path: Path) -> None:
     """Data written after the name is gone can never be uploaded: its local copy goes at the last close."""
