@@ -28,9 +28,9 @@ from collections.abc import Mapping
 import trio
 
 from obsfs.backend.aio import AsyncStore
-from obsfs.errors import ObsfsError
+from obsfs.errors import ObsfsError, PreconditionFailed
 from obsfs.journal import Journal
-from obsfs.upload import abort_quietly, complete_checked
+from obsfs.upload import abort_quietly, complete_checked, local_etags
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,16 @@ class PartStream:
         self.journal.forget_upload(self.upload_id)
         if dict(metadata) != self.metadata or content_type != self.content_type:
             await self.store.copy(self.key, self.key, metadata=metadata, content_type=content_type, size=size)
-            # RGW returns no ETag from a copy, and AWS-style servers give the copy another one.
-            etag = (await self.store.head(self.key)).etag
+            # The copy cannot be made conditional (servers ignore x-amz-copy-source-if-match), so
+            # it may have copied another writer's object that completed after our check: look
+            # again. RGW keeps the multipart ETag across the copy; AWS-style servers give the
+            # body's MD5, which only reading the file tells.
+            copied = (await self.store.head(self.key)).etag
+            if copied != etag and copied not in await trio.to_thread.run_sync(
+                    local_etags, self.path, size, self.part_size):
+                raise PreconditionFailed(f"{self.key} was replaced by another writer as our upload completed "
+                                         f"(ETag {copied})", key=self.key)
+            etag = copied
         return etag
 
     # -- the task ----------------------------------------------------------------------------

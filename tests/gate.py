@@ -6,7 +6,10 @@ forwards it on a new connection to the server, and relays the answer until the s
 With ``hold_completes=2`` it lets no CompleteMultipartUpload through until two have arrived (so
 both writers have passed every check they make before completing), then forwards them one after
 the other, and holds every other request that arrives meanwhile until both are answered (so the
-first writer's HEAD after its complete sees the second writer's object).
+first writer's HEAD after its complete sees the second writer's object). With ``head_between``,
+one HEAD (the first writer's look after completing) is let through between the two completes,
+and everything else still waits: the second complete then lands after that look, before the
+first writer's next request.
 """
 
 from __future__ import annotations
@@ -27,16 +30,22 @@ class Request:
         line = self.head.split(b"\r\n", 1)[0]
         return line.startswith(b"POST ") and b"uploadId=" in line
 
+    @property
+    def is_head(self) -> bool:
+        return self.head.startswith(b"HEAD ")
+
 
 @dataclass
 class Gate:
     upstream_port: int
     hold_completes: int = 0
+    head_between: bool = False
     _sock: socket.socket = field(default_factory=socket.socket)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _waiting: int = 0
     _turn: int = 0  # completes forwarded so far
     _ordering: bool = False  # completes are being forwarded one by one: everything else waits
+    _head_wanted: bool = False  # head_between: a complete was answered, the next waits for a HEAD
     completes: int = 0
 
     @property
@@ -68,10 +77,23 @@ class Gate:
                 return
             if request.is_complete and self.hold_completes:
                 self._forward_in_order(client, request)
+            elif request.is_head and self._let_head_between():
+                forward(client, request, self.upstream_port)
+                with self._cond:
+                    self._head_wanted = False
+                    self._cond.notify_all()
             else:
                 with self._cond:
                     self._cond.wait_for(lambda: not self._ordering, timeout=60)
                 forward(client, request, self.upstream_port)
+
+    def _let_head_between(self) -> bool:
+        """Whether this HEAD is the one to pass between two completes (it waits until then)."""
+        with self._cond:
+            if not (self.head_between and (self._ordering or self._waiting)):
+                return False
+            return self._cond.wait_for(lambda: self._head_wanted or not self._ordering, timeout=60) \
+                and self._head_wanted
 
     def _forward_in_order(self, client: socket.socket, request: Request) -> None:
         with self._cond:
@@ -81,7 +103,8 @@ class Gate:
             if self._waiting == self.hold_completes:
                 self._ordering = True
                 self._cond.notify_all()
-            self._cond.wait_for(lambda: self._ordering and self._turn == ticket, timeout=60)
+            self._cond.wait_for(lambda: self._ordering and self._turn == ticket and not self._head_wanted,
+                                timeout=60)
         try:
             forward(client, request, self.upstream_port)
         finally:
@@ -90,6 +113,8 @@ class Gate:
                 if self._turn == self._waiting:
                     self._ordering = False
                     self.hold_completes = 0  # one race per gate
+                elif self.head_between:
+                    self._head_wanted = True
                 self._cond.notify_all()
 
 

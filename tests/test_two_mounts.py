@@ -63,16 +63,18 @@ def server(request: pytest.FixtureRequest) -> S3Server:
     (40 * MIB, ("multipart_size=5",)),  # streamed: parts go out while the files are written
     (12 * MIB, ("multipart_size=5", "parallel_count=1")),  # whole-file multipart after close
 ], ids=["streamed", "after-close"])
+@pytest.mark.parametrize("head_between", [False, True], ids=["look-after-both", "look-between"])
 def test_two_multipart_uploads_completing_together(mounter: Mounter, server: S3Server, tmp_path: Path,
-                                                   size: int, options: tuple[str, ...]) -> None:
-    """Both writers pass their checks, then both complete, one just after the other, before the
-    first looks again: the race that lost one version silently. The gate makes it happen every
-    time. Whoever completes second either is refused by the server (moto) or replaces the first
-    (RGW), whose check after completing then finds it: both versions are kept."""
+                                                   size: int, options: tuple[str, ...], head_between: bool) -> None:
+    """Both writers pass their checks, then both complete, one just after the other: the race
+    that lost one version silently. The gate makes it happen every time. Whoever completes second
+    is refused by the server (moto) or replaces the first (RGW). The first finds that out when it
+    looks after completing, or (head_between: its look came before the second complete) when it
+    looks again after the copy that gives a streamed upload its final attributes."""
     s3 = boto_client(server)
     bucket = f"race-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
-    gate = Gate(server.port, hold_completes=2)
+    gate = Gate(server.port, hold_completes=2, head_between=head_between)
     gate.start()
     try:
         gated = dataclasses.replace(server, endpoint=f"http://127.0.0.1:{gate.port}", proc=None)
