@@ -216,10 +216,12 @@ def umount(mountpoint: str, timeout: float) -> int:
                   file=sys.stderr)
             return 1
         time.sleep(0.05)
+    status_path = state_file(mountpoint, "status")
     try:
-        status = int(state_file(mountpoint, "status").read_text() or "0")
+        status = int(status_path.read_text() or "0")
     except (FileNotFoundError, ValueError):
         status = 0
+    status_path.unlink(missing_ok=True)  # told once; the next mount there starts a new one
     if status != 0:
         print(f"obsfs: the daemon exited with code {status}: some data was not uploaded; see its log",
               file=sys.stderr)

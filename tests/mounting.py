@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,13 +85,17 @@ class Mounter:
     mounts: list[Mount] = field(default_factory=list)
     counter: int = 0
 
-    def options_for(self, server: S3Server, extra: list[str]) -> list[str]:
+    def options_for(self, server: S3Server, source: str, extra: list[str]) -> list[str]:
         passwd = write_passwd(self.tmp, server)
         self.counter += 1
         log = self.tmp / f"obsfs-{self.counter}.log"
         base = (f"url={server.endpoint},passwd_file={passwd},use_path_request_style,"
                 f"signature={'v2' if server.kind == 'rgw' else 'v4'},logfile={log},dbglevel=info,"
                 "deadline=10,readwrite_timeout=5")
+        if not any(re.search(r"(^|,)(cache_dir|use_cache)=", option) for option in extra):
+            # As the default (one cache dir per bucket and prefix, found again by a remount), but
+            # in the test's own directory, so that a test run leaves nothing in /var/cache.
+            base += f",cache_dir={self.tmp / ('cache-' + re.sub(r'[^A-Za-z0-9.-]', '_', source))}"
         return [base, *extra]
 
     def run(self, server: S3Server, source: str, mountpoint: Path | None = None, *extra: str,
@@ -101,7 +106,7 @@ class Mounter:
             self.counter += 1
             mountpoint = self.tmp / f"mnt{self.counter}"
             mountpoint.mkdir()
-        options = self.options_for(server, list(extra))
+        options = self.options_for(server, source, list(extra))
         argv = [*OBSFS, "mount", source, str(mountpoint)]
         for option in options:
             argv += ["-o", option]
@@ -138,4 +143,7 @@ class Mounter:
                 force_unmount(mount.path)
                 problems.append(f"{mount.path}: still mounted after umount")
             kill_daemon_of(mount.path)  # a daemon still draining must not outlive the test
+        for mount in self.mounts:  # what a killed daemon, or one unmounted from outside, left
+            for suffix in ("pid", "status"):
+                state_file(str(mount.path), suffix).unlink(missing_ok=True)
         return problems

@@ -102,7 +102,8 @@ def test_secrets_stay_out_of_argv_env_and_logs(mounter: Mounter, moto: S3Server,
     target = tmp_path / "envmnt"
     target.mkdir()
     argv = [*OBSFS, "mount", bucket, str(target), "-o",
-            f"url={moto.endpoint},use_path_request_style,logfile={tmp_path}/obsfs-env.log,dbglevel=debug"]
+            f"url={moto.endpoint},use_path_request_style,logfile={tmp_path}/obsfs-env.log,dbglevel=debug,"
+            f"cache_dir={tmp_path}/cache"]
     result = subprocess.run(argv, capture_output=True, text=True, env=env)
     try:
         assert result.returncode == 0, result.stderr

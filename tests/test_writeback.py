@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,15 +112,6 @@ def test_recovery_finds_its_upload_already_stored(mounter: Mounter, moto: S3Serv
     assert keys == ["doc"], "no conflict copy of identical bytes"
     assert stored(s3, bucket, "doc") == data
     assert int(s3.head_object(Bucket=bucket, Key="doc")["Metadata"]["mode"]) == 0o100604
-
-
-@pytest.fixture
-def private_moto() -> Iterator[S3Server]:
-    server = start_moto()
-    yield server
-    if server.proc is not None:
-        server.proc.send_signal(signal.SIGCONT)
-    server.stop()
 
 
 def test_server_stopped_for_30s_during_writes(private_moto: S3Server, mounter: Mounter) -> None:
