@@ -1,5 +1,8 @@
 """``obsfs mount`` and ``obsfs umount``: the boundary where errors become an exit code and one line.
 
+``obsfs BUCKET[:/PREFIX] MOUNTPOINT -o OPTS`` (no command) is ``obsfs mount``: that is how
+mount.fuse3 runs the helper of a ``fuse.obsfs`` fstab line or ``mount -t fuse.obsfs``.
+
 Without ``-f`` the command starts the daemon in its own session and returns 0 only once the
 daemon has proved the mount answers; any failure before that is printed as one line, with the
 exit code below. Credentials reach the daemon through an inherited pipe, never argv or env.
@@ -32,7 +35,7 @@ from obsfs.errors import (
     TemporaryFailure,
 )
 from obsfs.mount import MountSpec, check_mountpoint, remove_state, serve, state_file, write_state
-from obsfs.options import parse_options, parse_source
+from obsfs.options import join_option, parse_options, parse_source
 
 log = logging.getLogger("obsfs")
 
@@ -48,8 +51,27 @@ def exit_code_for(exc: BaseException) -> int:
     return 1
 
 
+COMMANDS = ("mount", "umount")
+
+
+def with_command(argv: list[str]) -> list[str]:
+    """Give the mount.fuse3 form its command: mount.fuse3 runs ``obsfs SOURCE MOUNTPOINT -o OPTS``
+    (the type's subtype, found in /bin/sh's default PATH) and knows nothing of subcommands.
+
+    That mount also shows SOURCE as it is written in fstab (``fsname``, before the line's own
+    options, which may override it): ``mount -a`` compares the two to skip what is mounted, and
+    would otherwise mount the line again, and fail, on every run. A first argument that is a
+    command or an option keeps its meaning, so a bucket named ``mount`` is written ``mount:/``.
+    """
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        return ["mount", *argv[:2], "-o", join_option("fsname", argv[0]), *argv[2:]]
+    return argv
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="obsfs", description="Mount an OBS/S3 bucket as a filesystem.")
+    parser = argparse.ArgumentParser(
+        prog="obsfs", description="Mount an OBS/S3 bucket as a filesystem.",
+        epilog="obsfs BUCKET[:/PREFIX] MOUNTPOINT [-o ...] (no command) is obsfs mount, for mount -t fuse.obsfs.")
     parser.add_argument("--version", action="version", version=f"obsfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     mount = sub.add_parser("mount", help="mount BUCKET[:/PREFIX] at MOUNTPOINT")
@@ -85,7 +107,7 @@ def setup_logging(level: str, logfile: str | None, foreground: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(with_command(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "umount":
             return umount(args.mountpoint, args.timeout)

@@ -40,8 +40,12 @@ from obsfs.staging import StagingArea
 
 log = logging.getLogger(__name__)
 
-# Flags mount(8) understands that the FUSE kernel module takes as well.
-FUSE_KERNEL_FLAGS = {"nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime", "atime"}
+# Flags mount(8) understands that libfuse hands to the kernel. Not ``suid`` and ``dev``: libfuse
+# mounts nosuid,nodev unless told otherwise, and mount.fuse3 tells it so for every fstab line
+# that does not say nosuid,nodev. Modes and owners here come from object metadata that anyone
+# who may write to the bucket sets, so honouring them would let a bucket writer plant a
+# setuid-root program or a device node on this host.
+FUSE_KERNEL_FLAGS = {"nosuid", "nodev", "noexec", "exec", "noatime", "atime"}
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,10 @@ def fs_config(opts: MountOptions) -> FsConfig:
 
 
 def fuse_options(spec: MountSpec) -> set[str]:
-    source = spec.bucket + (f":/{spec.prefix}" if spec.prefix else "")
-    options = set(pyfuse3.default_options) | {f"fsname=obsfs:{source}", "subtype=obsfs", "default_permissions"}
     opts = spec.options
+    source = spec.bucket + (f":/{spec.prefix}" if spec.prefix else "")
+    fsname = opts.fsname or f"obsfs:{source}"
+    options = set(pyfuse3.default_options) | {f"fsname={fsname}", "subtype=obsfs", "default_permissions"}
     if opts.allow_other:
         options.add("allow_other")
     if opts.ro:

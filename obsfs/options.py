@@ -14,9 +14,20 @@ from typing import Any
 
 from obsfs.errors import ConfigError
 
-# Plain mount(8)/FUSE flags that fstab and kubelet pass; handed to the kernel or ignored.
+# Plain mount(8) flags, as fstab, ``mount -t fuse.obsfs`` (through mount.fuse3) and kubelet pass
+# them. mount.fuse3 adds ``dev,suid`` to every mount that does not say ``nodev,nosuid``. The
+# FUSE ones of these go to the kernel (``mount.FUSE_KERNEL_FLAGS``); the rest are accepted and
+# ignored, so that an fstab line written for any filesystem mounts. ``nosymfollow`` is not here:
+# libfuse 3.14 cannot set it, and a security flag silently dropped is worse than an error.
 KERNEL_FLAGS = {"rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime", "atime",
-                "relatime", "_netdev", "auto", "noauto", "user", "nouser", "users", "defaults"}
+                "relatime", "norelatime", "strictatime", "nostrictatime", "diratime", "nodiratime",
+                "lazytime", "nolazytime", "sync", "async", "dirsync", "iversion", "noiversion", "mand",
+                "nomand", "silent", "loud", "symfollow",
+                # For mount(8), mount.fuse3 or systemd; they reach us only when given to obsfs itself.
+                "_netdev", "nofail", "auto", "noauto", "user", "nouser", "users", "owner", "group",
+                "defaults"}
+# Options of other programs that carry a value: ``x-systemd.mount-timeout=30``, ``comment=...``.
+FOREIGN_PREFIXES = ("x-", "comment=")
 DBG_LEVELS = {"crit": "CRITICAL", "critical": "CRITICAL", "err": "ERROR", "error": "ERROR",
               "warn": "WARNING", "warning": "WARNING", "info": "INFO", "dbg": "DEBUG", "debug": "DEBUG"}
 
@@ -138,6 +149,7 @@ class MountOptions:
     upload_delay: float = 0.5
     max_dirty: int = 1 << 30
     drain_deadline: float = 600.0
+    fsname: str | None = None
     kernel_flags: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -156,7 +168,7 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "multipart_size": _size_mb, "parallel_count": _int, "deadline": _float, "write_deadline": _float,
     "readwrite_timeout": _float, "upload_workers": _int, "cache_size": _cache_mb, "hide": _names,
     "upload_delay": _float,
-    "max_dirty": _size_mb, "drain_deadline": _float,
+    "max_dirty": _size_mb, "drain_deadline": _float, "fsname": _str,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}
@@ -181,11 +193,19 @@ def split_options(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def join_option(name: str, value: str) -> str:
+    """``name=value`` escaped for ``split_options``: a prefix may hold commas and backslashes."""
+    escaped = value.replace("\\", "\\\\").replace(",", "\\,")
+    return f"{name}={escaped}"
+
+
 def parse_options(option_strings: list[str]) -> MountOptions:
     """Parse every ``-o`` argument into one ``MountOptions``; raises ConfigError naming the option."""
     opts = MountOptions()
     for text in option_strings:
         for item in split_options(text):
+            if item.startswith(FOREIGN_PREFIXES):
+                continue
             name, has_value, value = item.partition("=")
             name = ALIASES.get(name, name)
             if name in KERNEL_FLAGS and not has_value:

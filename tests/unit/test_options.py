@@ -7,7 +7,15 @@ import os
 import pytest
 
 from obsfs.errors import ConfigError
-from obsfs.options import MountOptions, default_owner, parse_options, parse_source, split_options
+from obsfs.mount import MountSpec, fuse_options
+from obsfs.options import (
+    MountOptions,
+    default_owner,
+    join_option,
+    parse_options,
+    parse_source,
+    split_options,
+)
 
 
 def test_defaults() -> None:
@@ -102,6 +110,45 @@ def test_kernel_flags() -> None:
     opts = parse_options(["rw,nosuid,nodev,noatime,_netdev,defaults"])
     assert opts.kernel_flags == ["nosuid", "nodev", "noatime", "_netdev", "defaults"]
     assert opts.ro is False
+
+
+def test_what_mount_and_mount_fuse3_pass() -> None:
+    """As mount(8) renders the flags of ``user,ro,relatime,sync`` and mount.fuse3 adds dev,suid."""
+    opts = parse_options(["ro,relatime,sync,dirsync,nodiratime,lazytime,iversion,strictatime,noexec,nosuid,nodev",
+                          "rw,dev,suid,exec,atime,async,norelatime,loud,silent,nomand,symfollow"])
+    assert opts.ro is True
+    kernel = fuse_options(MountSpec("b", "", "/mnt", opts))
+    assert {"ro", "noexec", "nosuid", "nodev", "exec", "atime", "fsname=obsfs:b"} <= kernel
+    assert not {"suid", "dev", "relatime", "sync"} & kernel  # libfuse refuses some; see FUSE_KERNEL_FLAGS
+
+
+def test_suid_and_dev_never_reach_the_kernel() -> None:
+    """mount.fuse3 adds them to every line without nosuid,nodev; a bucket writer sets the modes."""
+    kernel = fuse_options(MountSpec("b", "p", "/mnt", parse_options(["dev,suid,fsname=b:/p"])))
+    assert not {"suid", "dev"} & kernel
+    assert "fsname=b:/p" in kernel and "fsname=obsfs:b:/p" not in kernel
+
+
+@pytest.mark.parametrize("text", [
+    "_netdev,nofail,noauto,auto,user,users,nouser,owner,group,defaults",
+    "x-systemd.automount,x-systemd.mount-timeout=30,x-systemd.requires=network-online.target",
+    "comment=systemd.automount,x-gvfs-hide",
+])
+def test_options_of_other_programs_are_ignored(text: str) -> None:
+    """fstab options for mount(8), systemd or file managers, should one reach obsfs itself."""
+    opts = parse_options([text])
+    assert (opts.url, opts.ro) == (MountOptions().url, False)
+
+
+def test_nosymfollow_is_refused() -> None:
+    """libfuse 3.14 cannot set it; dropping a security flag quietly would be worse."""
+    with pytest.raises(ConfigError, match="nosymfollow"):
+        parse_options(["nosymfollow"])
+
+
+@pytest.mark.parametrize("value", ["bucket", "bucket:/a,b", "bucket:/back\\slash,", "b:/,,\\,"])
+def test_join_option_survives_splitting(value: str) -> None:
+    assert parse_options([join_option("fsname", value) + ",ro"]).fsname == value
 
 
 def test_kernel_flag_with_a_value_is_unknown() -> None:
