@@ -41,7 +41,7 @@ from obsfs.errors import (
 )
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.journal import DirtyRecord, Journal
-from obsfs.layout import InvalidName, Layout, decode_name, is_under, join, listed_name, name_of, parent_of
+from obsfs.layout import InvalidName, Layout, decode_name, is_under, join, listed_name, name_of, parent_of, rebase
 from obsfs.links import link_count
 from obsfs.meta import (
     DIR_CONTENT_TYPE,
@@ -681,6 +681,7 @@ class Filesystem(pyfuse3.Operations):
         """
         self._writable()
         path = self._child(parent_inode, name, creating=True)
+        self.layout.entry_key(path, is_dir=stat.S_ISDIR(mode))  # one the store cannot hold: refused now, not at upload
         try:
             await self._check_parent(path, quick=True)
             exists = await self._stat(path, need_exact=False, quick=True) is not None
@@ -1091,6 +1092,7 @@ class Filesystem(pyfuse3.Operations):
         if is_under(new, old):
             raise FsError(errno.EINVAL, "cannot move a directory into itself")
         source = await self._require(old)
+        self.layout.entry_key(new, is_dir=source.attrs.is_dir)
         await self._check_parent(new)
         target = await self._stat(new, need_exact=False)
         if target is not None:
@@ -1192,12 +1194,17 @@ class Filesystem(pyfuse3.Operations):
             if page.next_marker is None:
                 break
             marker = page.next_marker
+        # Every key below must fit under the new name (ENAMETOOLONG) before the first one moves.
+        new_keys = {info.key: self.layout.moved_key(info.key, old, new) for info in keys}
+        for node in pending:
+            if node.path is not None:
+                self.layout.file_key(rebase(node.path, old, new))  # data not in the store yet
         if target is not None and target.has_marker:
             await self.store.delete(new_prefix)
 
         async def copy_one(info: ObjectInfo) -> None:
             head = await self.store.head(info.key)
-            await self.store.copy(info.key, new_prefix + info.key[len(old_prefix):],
+            await self.store.copy(info.key, new_keys[info.key],
                                   metadata=dict(_user_metadata(head)),
                                   content_type=head.content_type or "application/octet-stream",
                                   size=head.size)
