@@ -41,7 +41,8 @@ from obsfs.errors import (
 )
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.journal import DirtyRecord, Journal
-from obsfs.layout import InvalidName, Layout, decode_name, is_under, join, listed_name, name_of, parent_of
+from obsfs.layout import InvalidName, Layout, decode_name, is_under, join, listed_name, name_of, parent_of, rebase
+from obsfs.links import link_count
 from obsfs.meta import (
     DIR_CONTENT_TYPE,
     Attrs,
@@ -181,9 +182,10 @@ class Filesystem(pyfuse3.Operations):
         self.inodes = InodeTable(self._root_entry())
         self.stat_cache: TTLCache[str, Any] = TTLCache(config.stat_cache_size, config.stat_ttl,
                                                        timer=time.monotonic)
-        # Complete listings: directory path -> names in it. A name missing here is ENOENT
-        # without asking the store, which makes creating many files one request each.
-        self.dir_cache: TTLCache[str, set[str]] = TTLCache(4096, config.stat_ttl, timer=time.monotonic)
+        # Complete listings: directory path -> name in it -> is a directory. A name missing here
+        # is ENOENT without asking the store, which makes creating many files one request each;
+        # the directories among them give the directory's st_nlink (links.py).
+        self.dir_cache: TTLCache[str, dict[str, bool]] = TTLCache(4096, config.stat_ttl, timer=time.monotonic)
         self.local_only: dict[str, Node] = {}
         self._handles: dict[int, FileHandle | DirHandle] = {}
         self._next_fh = 1
@@ -226,9 +228,9 @@ class Filesystem(pyfuse3.Operations):
         parent = self.dir_cache.get(parent_of(path)) if path else None
         if parent is not None:
             if entry is None:
-                parent.discard(name_of(path))
+                parent.pop(name_of(path), None)
             else:
-                parent.add(name_of(path))
+                parent[name_of(path)] = entry.attrs.is_dir
 
     def _forget_subtree(self, path: str) -> None:
         for cached in [p for p in self.stat_cache if is_under(p, path)]:
@@ -354,7 +356,8 @@ class Filesystem(pyfuse3.Operations):
             out.entry_timeout = 0
             out.attr_timeout = 0
         out.st_mode = attrs.mode
-        out.st_nlink = 2 if attrs.is_dir else 1
+        listing = self.dir_cache.get(node.path) if attrs.is_dir and node.path is not None else None
+        out.st_nlink = link_count(is_dir=attrs.is_dir, unlinked=node.path is None, children=listing)
         out.st_uid = attrs.uid
         out.st_gid = attrs.gid
         out.st_rdev = 0
@@ -583,7 +586,7 @@ class Filesystem(pyfuse3.Operations):
                 found[name] = local.entry
             elif entry.exact or not isinstance(self.stat_cache.get(child), Entry):
                 self.stat_cache[child] = entry
-        self.dir_cache[path] = set(found)
+        self.dir_cache[path] = {name: entry.attrs.is_dir for name, entry in found.items()}
         self._prefetch([join(path, n) for n, e in found.items() if not e.exact])
         return sorted(found.items())
 
@@ -665,7 +668,7 @@ class Filesystem(pyfuse3.Operations):
                                           content_type=DIR_CONTENT_TYPE)
         entry = Entry(attrs, etag=etag or None, content_type=DIR_CONTENT_TYPE, has_marker=True)
         self._remember(path, entry)
-        self.dir_cache[path] = set()
+        self.dir_cache[path] = {}
         return self._hand_out(path, entry)
 
     async def _new_entry(self, parent_inode: int, name: bytes, mode: int, size: int,
@@ -678,6 +681,7 @@ class Filesystem(pyfuse3.Operations):
         """
         self._writable()
         path = self._child(parent_inode, name, creating=True)
+        self.layout.entry_key(path, is_dir=stat.S_ISDIR(mode))  # one the store cannot hold: refused now, not at upload
         try:
             await self._check_parent(path, quick=True)
             exists = await self._stat(path, need_exact=False, quick=True) is not None
@@ -1088,6 +1092,7 @@ class Filesystem(pyfuse3.Operations):
         if is_under(new, old):
             raise FsError(errno.EINVAL, "cannot move a directory into itself")
         source = await self._require(old)
+        self.layout.entry_key(new, is_dir=source.attrs.is_dir)
         await self._check_parent(new)
         target = await self._stat(new, need_exact=False)
         if target is not None:
@@ -1189,12 +1194,17 @@ class Filesystem(pyfuse3.Operations):
             if page.next_marker is None:
                 break
             marker = page.next_marker
+        # Every key below must fit under the new name (ENAMETOOLONG) before the first one moves.
+        new_keys = {info.key: self.layout.moved_key(info.key, old, new) for info in keys}
+        for node in pending:
+            if node.path is not None:
+                self.layout.file_key(rebase(node.path, old, new))  # data not in the store yet
         if target is not None and target.has_marker:
             await self.store.delete(new_prefix)
 
         async def copy_one(info: ObjectInfo) -> None:
             head = await self.store.head(info.key)
-            await self.store.copy(info.key, new_prefix + info.key[len(old_prefix):],
+            await self.store.copy(info.key, new_keys[info.key],
                                   metadata=dict(_user_metadata(head)),
                                   content_type=head.content_type or "application/octet-stream",
                                   size=head.size)

@@ -107,5 +107,16 @@ class Layout:
         """The marker key of a directory, which is also the prefix of its children."""
         return _checked(self.prefix + path + "/") if path else self.prefix
 
+    def entry_key(self, path: str, *, is_dir: bool) -> str:
+        """The key that holds the entry at ``path``. Asked where an entry is made or moved, so that
+        a path the store cannot hold fails there, with ENAMETOOLONG, and not at its upload, after
+        close() or rename() have reported success."""
+        return self.dir_key(path) if is_dir else self.file_key(path)
+
+    def moved_key(self, key: str, old: str, new: str) -> str:
+        """``key``, below the directory ``old``, once that is renamed to ``new``: a longer name
+        can push a key deep below it over the limit."""
+        return _checked(self.dir_key(new) + key[len(self.dir_key(old)):])
+
     def path_of(self, key: str) -> str:
         return key[len(self.prefix):].rstrip("/")

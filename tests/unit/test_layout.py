@@ -68,6 +68,27 @@ def test_too_long_dir_key() -> None:
         Layout().dir_key(path)
 
 
+def test_entry_key_counts_the_marker_slash_and_the_prefix() -> None:
+    layout = Layout.for_prefix("p")  # "p/": 2 bytes
+    fits = "x" * (MAX_KEY_BYTES - 2)
+    assert layout.entry_key(fits, is_dir=False) == "p/" + fits
+    with pytest.raises(InvalidName) as err:
+        layout.entry_key(fits, is_dir=True)  # "p/xxx/" is one byte too many
+    assert err.value.too_long
+    assert layout.entry_key(fits[1:], is_dir=True) == f"p/{fits[1:]}/"
+
+
+def test_moved_key() -> None:
+    layout = Layout.for_prefix("p")
+    assert layout.moved_key("p/a/b/f", "a", "c/d") == "p/c/d/b/f"
+    assert layout.moved_key("p/a/", "a", "z") == "p/z/"  # the marker itself
+    deep = "p/a/" + "y" * (MAX_KEY_BYTES - 4)  # exactly the limit
+    assert layout.moved_key(deep, "a", "b") == "p/b/" + "y" * (MAX_KEY_BYTES - 4)
+    with pytest.raises(InvalidName) as err:
+        layout.moved_key(deep, "a", "ab")  # a name one byte longer pushes it over
+    assert err.value.too_long
+
+
 @pytest.mark.parametrize("name", [b"a", b"a b", "ü+%41".encode(), b"x" * 255, b".hidden", b"..."])
 def test_decode_valid_names(name: bytes) -> None:
     assert decode_name(name) == name.decode()
