@@ -3,6 +3,8 @@ signature checks), buckets, and store configs pointing at them."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -15,8 +17,24 @@ import pytest
 from botocore.config import Config
 
 from obsfs.backend.base import StoreConfig
+from obsfs.mount import runtime_dir
 from tests.mounting import Mount, Mounter, force_unmount, is_mounted, kill_daemon_of
 from tests.s3server import S3Server, start_moto, start_rgw, stop_rgw
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_state_left() -> Iterator[None]:
+    """A run leaves nothing behind. Daemons that tests kill (kill -9, crash tests, the CSI node's
+    failure tests) or that are unmounted without ``obsfs umount`` leave their pid and status files
+    in the runtime dir; those this session made go at its end, but a live daemon's pid file stays."""
+    before = set(os.listdir(runtime_dir()))
+    yield
+    for name in set(os.listdir(runtime_dir())) - before:
+        path = runtime_dir() / name
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if name.endswith(".pid") and Path(f"/proc/{int(path.read_text())}").exists():
+                continue
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

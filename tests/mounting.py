@@ -143,7 +143,4 @@ class Mounter:
                 force_unmount(mount.path)
                 problems.append(f"{mount.path}: still mounted after umount")
             kill_daemon_of(mount.path)  # a daemon still draining must not outlive the test
-        for mount in self.mounts:  # what a killed daemon, or one unmounted from outside, left
-            for suffix in ("pid", "status"):
-                state_file(str(mount.path), suffix).unlink(missing_ok=True)
         return problems
