@@ -255,7 +255,7 @@ BAD_STAGES: list[tuple[str, dict[str, Any], grpc.StatusCode, str]] = [
     ("block", {"volume_capability": block_capability()}, INVALID, "block access is not supported"),
     ("unknown context key", {"volume_context": {"colour": "blue"}}, INVALID, "unknown volume context key 'colour'"),
     ("bad context value", {"volume_context": {"uid": "root"}}, INVALID, "volume context key 'uid'"),
-    ("unknown mount flag", {"volume_capability": capability(flags=("sync",))}, INVALID, "unknown mount option 'sync'"),
+    ("unknown mount flag", {"volume_capability": capability(flags=("bad",))}, INVALID, "unknown mount option 'bad'"),
     ("ro mount flag", {"volume_capability": capability(flags=("ro",))}, INVALID, "unknown mount option 'ro'"),
     ("bad group", {"volume_capability": capability(group="staff")}, INVALID, "volume_mount_group 'staff'"),
     ("no secrets", {"secrets": None}, INVALID, NODE_STAGE_SECRET),
