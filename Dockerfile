@@ -21,9 +21,9 @@ RUN python -m venv /opt/obsfs
 WORKDIR /src
 # Exactly the versions and files (sha256) of the lock, as scripts/install.sh does: the build tools
 # first, then the runtime packages, built without isolation so that nothing comes from outside it.
-COPY requirements/build.lock requirements/runtime.lock ./requirements/
-RUN /opt/obsfs/bin/pip install --no-deps --require-hashes -r requirements/build.lock \
- && /opt/obsfs/bin/pip install --no-deps --require-hashes --no-build-isolation -r requirements/runtime.lock
+COPY requirements/build.txt requirements/runtime.txt ./requirements/
+RUN /opt/obsfs/bin/pip install --no-deps --require-hashes -r requirements/build.txt \
+ && /opt/obsfs/bin/pip install --no-deps --require-hashes --no-build-isolation -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY obsfs ./obsfs
 COPY csi ./csi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything obsfs, its tests and its bench need on a Debian bookworm machine, as root:
-# system packages from apt, and Python packages into ./.venv from requirements/*.lock, exactly the
+# system packages from apt, and Python packages into ./.venv from requirements/*.txt, exactly the
 # versions and files (sha256) recorded there. Safe to run again: apt only adds what is missing, and
 # pip runs only when the locks or pyproject.toml changed since the last install into this venv.
 set -euo pipefail
@@ -28,11 +28,11 @@ fi
 # The build tools first: the packages that come as source (pyfuse3, crcmod, esdk-obs-python) are
 # built without build isolation, with these, so that nothing is fetched outside the lock.
 stamp=.venv/obsfs-installed-from
-wanted=$(cat requirements/build.lock requirements/dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements/build.txt requirements/dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   pip=(.venv/bin/pip install -q --disable-pip-version-check --no-deps)
-  "${pip[@]}" --require-hashes -r requirements/build.lock
-  "${pip[@]}" --require-hashes --no-build-isolation -r requirements/dev.lock
+  "${pip[@]}" --require-hashes -r requirements/build.txt
+  "${pip[@]}" --require-hashes --no-build-isolation -r requirements/dev.txt
   "${pip[@]}" --no-build-isolation -e .
   echo "$wanted" >"$stamp"
 fi

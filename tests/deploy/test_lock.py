@@ -1,6 +1,6 @@
-"""The install is reproducible: every Python package comes from requirements/*.lock at an exact
+"""The install is reproducible: every Python package comes from requirements/*.txt at an exact
 version with its file hashes; install.sh and the Dockerfile install only from there, with
---require-hashes; the venv the tests run in is exactly dev.lock; and nothing the project runs reads
+--require-hashes; the venv the tests run in is exactly dev.txt; and nothing the project runs reads
 outside the checkout."""
 
 from __future__ import annotations
@@ -62,22 +62,22 @@ def here(pins: list[Pin]) -> dict[str, Pin]:
     return chosen
 
 
-@pytest.mark.parametrize("name", ["dev.lock", "runtime.lock", "build.lock", "tools.lock"])
+@pytest.mark.parametrize("name", ["dev.txt", "runtime.txt", "build.txt", "tools.txt"])
 def test_every_pin_is_exact_and_hashed(name: str) -> None:
     for pin in read_lock(name):
         assert pin.hashes, f"{name}: {pin.name} has no --hash"
 
 
-@pytest.mark.parametrize("name", ["runtime.lock", "build.lock"])
+@pytest.mark.parametrize("name", ["runtime.txt", "build.txt"])
 def test_smaller_locks_agree_with_dev_lock(name: str) -> None:
-    """The image (runtime.lock) and the tests (dev.lock) run the same versions of the same files."""
-    dev = {(p.name, p.version): p.hashes for p in read_lock("dev.lock")}
+    """The image (runtime.txt) and the tests (dev.txt) run the same versions of the same files."""
+    dev = {(p.name, p.version): p.hashes for p in read_lock("dev.txt")}
     for pin in read_lock(name):
-        assert (pin.name, pin.version) in dev, f"{name} pins {pin.name}=={pin.version}; dev.lock does not"
-        assert pin.hashes == dev[pin.name, pin.version], f"{pin.name}: other files in {name} than in dev.lock"
+        assert (pin.name, pin.version) in dev, f"{name} pins {pin.name}=={pin.version}; dev.txt does not"
+        assert pin.hashes == dev[pin.name, pin.version], f"{pin.name}: other files in {name} than in dev.txt"
 
 
-@pytest.mark.parametrize(("lock", "groups"), [("runtime.lock", []), ("dev.lock", ["dev", "bench"])])
+@pytest.mark.parametrize(("lock", "groups"), [("runtime.txt", []), ("dev.txt", ["dev", "bench"])])
 def test_locks_satisfy_the_ranges_in_pyproject(lock: str, groups: list[str]) -> None:
     pins = here(read_lock(lock))
     wanted = list(PYPROJECT["project"]["dependencies"]) + list(PYPROJECT["build-system"]["requires"])
@@ -93,11 +93,11 @@ def test_locks_satisfy_the_ranges_in_pyproject(lock: str, groups: list[str]) -> 
 
 def test_this_venv_is_exactly_dev_lock() -> None:
     """What the tests ran with is what a fresh machine gets: nothing more, nothing less, no other version."""
-    pinned = {name: pin.version for name, pin in here(read_lock("dev.lock")).items()}
+    pinned = {name: pin.version for name, pin in here(read_lock("dev.txt")).items()}
     installed = {str(canonicalize_name(d.metadata["Name"])): d.version for d in metadata.distributions()}
     installed.pop(str(canonicalize_name(PYPROJECT["project"]["name"])))
     installed.pop("pip", None)  # comes with the venv itself
-    assert installed == pinned, "the venv differs from requirements/dev.lock: run scripts/install.sh"
+    assert installed == pinned, "the venv differs from requirements/dev.txt: run scripts/install.sh"
 
 
 def test_grpc_floor_in_pyproject_covers_the_checked_in_stubs() -> None:
@@ -120,7 +120,7 @@ def test_install_sh_installs_only_from_the_locks() -> None:
     assert pip_array and "--no-deps" in pip_array[1], "install.sh must not let pip resolve anything itself"
     installs = [line.strip() for line in text.splitlines() if '"${pip[@]}"' in line]
     assert [re.search(r"-r (\S+)|-e \.", line)[0] for line in installs] == [  # type: ignore[index]
-        "-r requirements/build.lock", "-r requirements/dev.lock", "-e ."]
+        "-r requirements/build.txt", "-r requirements/dev.txt", "-e ."]
     for line in installs[:2]:
         assert "--require-hashes" in line, f"install.sh installs without hashes: {line}"
     for line in installs[1:]:
@@ -137,9 +137,9 @@ def test_dockerfile_installs_only_from_the_locks() -> None:
         assert "--require-hashes" in command or "--no-build-isolation" in command, command
         if "--require-hashes" in command:
             source = re.search(r"-r (\S+)", command)
-            assert source and source[1] in ("requirements/build.lock", "requirements/runtime.lock"), command
-    assert any("runtime.lock" in c for c in pip_commands)
-    for lock in ("requirements/build.lock", "requirements/runtime.lock"):
+            assert source and source[1] in ("requirements/build.txt", "requirements/runtime.txt"), command
+    assert any("runtime.txt" in c for c in pip_commands)
+    for lock in ("requirements/build.txt", "requirements/runtime.txt"):
         assert dockerignore_includes(lock), f".dockerignore leaves out {lock}"
     assert DOCKERIGNORE.exists()
 
