@@ -98,7 +98,7 @@ class ChunkReader:
     async def _chunk(self, chunk: ChunkId, total: int, until: float) -> Chunk:
         """The chunk from memory, the disk cache, a fetch in flight or a new GET; by ``until``."""
         recent = self._recent.get(chunk)
-        if recent is not None and chunk[1]:
+        if recent is not None:
             return recent
         cached = self.read_cache.get(*chunk)
         if cached is not None:
