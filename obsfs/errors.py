@@ -1,6 +1,6 @@
 """The few exception types obsfs raises.
 
-Each layer raises these as values; exactly one boundary translates them: ``fs.py`` into errno,
+Each layer raises these as values; exactly one boundary translates them: ``obsfs/fs/boundary.py`` into errno,
 the CLI into an exit code plus one line, the CSI interceptor into a gRPC status. Messages never
 contain credentials.
 """

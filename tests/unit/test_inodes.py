@@ -23,7 +23,7 @@ def table() -> InodeTable:
 
 
 def release(table: InodeTable, node: Node) -> None:
-    """What ``release`` in fs.py does once a handle is closed."""
+    """What ``release`` in obsfs/fs/files.py does once a handle is closed."""
     node.opens -= 1
     table.drop_if_unused(node)
 

@@ -97,7 +97,7 @@ def test_scheduled_again_while_uploading_does_not_stall() -> None:
             gate.set()
             assert await wb.drain(30) == []
             nursery.cancel_scope.cancel()
-        assert uploads == 2  # the second one finds the file clean and returns at once in fs.py
+        assert uploads == 2  # the second one finds the file clean and returns at once in obsfs/fs/uploads.py
 
     run(main)
 

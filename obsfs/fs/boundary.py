@@ -1,0 +1,73 @@
+"""The one place where the filesystem's exceptions become errno values.
+
+Each handler sits behind ``@boundary``, so no exception can kill the mount: pyfuse3 ends the
+session on anything but a FUSEError.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import pyfuse3
+
+from obsfs.errors import AccessDenied, BadCredentials, NotFound, ObsfsError
+from obsfs.layout import InvalidName
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class ReadOnly(ObsfsError):
+    """A write on a read-only mount."""
+
+
+class FsError(ObsfsError):
+    """A POSIX condition found by the filesystem logic itself (ENOTEMPTY, EISDIR, ...)."""
+
+    def __init__(self, err: int, message: str = "") -> None:
+        super().__init__(message or os.strerror(err))
+        self.errno = err
+
+
+def errno_for(exc: ObsfsError) -> int:
+    """The one mapping from our exception types to errno."""
+    if isinstance(exc, FsError):
+        return exc.errno
+    if isinstance(exc, NotFound):
+        return errno.ENOENT
+    if isinstance(exc, AccessDenied | BadCredentials):
+        return errno.EACCES
+    if isinstance(exc, ReadOnly):
+        return errno.EROFS
+    if isinstance(exc, InvalidName):
+        return errno.ENAMETOOLONG if exc.too_long else errno.EINVAL
+    return errno.EIO
+
+
+def boundary(fn: F) -> F:
+    """Translate every exception of a handler into a FUSEError, logging unexpected ones once."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, *args: Any) -> Any:
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:  # the cache disk: ENOSPC, EIO, ...
+            log.warning("%s: local cache: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except ObsfsError as exc:
+            err = errno_for(exc)
+            level = logging.DEBUG if err in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY) else logging.WARNING
+            log.log(level, "%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(err) from None
+        except Exception:
+            log.exception("%s: unexpected error, answering EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return cast(F, wrapper)

@@ -1,0 +1,321 @@
+"""State shared by every handler: the inode table, the stat caches, and how an entry is found and shown."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mimetypes
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pyfuse3
+import trio
+from cachetools import TTLCache
+
+from obsfs.backend.aio import AsyncStore
+from obsfs.backend.base import ObjectInfo
+from obsfs.errors import NotFound, ObsfsError, TemporaryFailure
+from obsfs.fs.boundary import FsError, ReadOnly
+from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
+from obsfs.journal import Journal
+from obsfs.layout import Layout, decode_name, is_under, join, name_of, parent_of
+from obsfs.links import link_count
+from obsfs.meta import Attrs, Defaults, attrs_from_object, implicit_dir_attrs, shown
+from obsfs.metacache import MetaCache
+from obsfs.reader import ChunkReader, ReadState
+from obsfs.staging import StagingArea
+
+log = logging.getLogger(__name__)
+
+NEGATIVE = object()  # stat-cache value for "no such path"
+BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class FsConfig:
+    """The subset of mount options the handlers use."""
+
+    defaults: Defaults
+    root_mode: int = stat.S_IFDIR | 0o755
+    read_only: bool = False
+    stat_ttl: float = 60.0
+    stat_cache_size: int = 100_000
+    entry_timeout: float = 60.0
+    attr_timeout: float = 60.0
+    negative_timeout: float = 5.0
+    part_size: int = 16 << 20
+    parallel: int = 8  # parts of one upload in flight
+    upload_workers: int = 16  # files uploading at once
+    upload_delay: float = 0.5
+    max_dirty: int = 1 << 30
+    hidden: frozenset[str] = frozenset()  # names at the mount root that are not part of the tree
+
+
+@dataclass(eq=False)
+class FileHandle:
+    node: Node
+    writable: bool
+    reading: ReadState = field(default_factory=ReadState)
+
+
+@dataclass(eq=False)
+class DirHandle:
+    node: Node
+    entries: list[tuple[str, Entry]] | None = None
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def content_type_for(path: str) -> str:
+    return mimetypes.guess_type(name_of(path))[0] or "application/octet-stream"
+
+
+def user_metadata(info: ObjectInfo) -> dict[str, str]:
+    """The s3fs attribute headers of an object, to carry over in a copy."""
+    meta = info.metadata or {}
+    return {k: meta[k] for k in ("mode", "uid", "gid", "mtime", "ctime", "atime") if k in meta}
+
+
+class FsCore(pyfuse3.Operations):
+    """The state all handlers share, and the lookups they build on. Code between two awaits is atomic."""
+
+    # No FUSE writeback cache (enable_writeback_cache): with it the kernel stops taking size and
+    # mtime from us for any regular file it has cached, so changes other clients make to a shared
+    # bucket would show with a stale size, and a listing's provisional mtime would stick.
+
+    def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
+                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig) -> None:
+        super().__init__()
+        self.store = store
+        self.layout = layout
+        self.staging = staging
+        self.journal = journal
+        self.reader = reader
+        self.meta_cache = meta_cache
+        self.config = config
+        self.started_ns = now_ns()
+        self.inodes = InodeTable(self._root_entry())
+        self.stat_cache: TTLCache[str, Any] = TTLCache(config.stat_cache_size, config.stat_ttl,
+                                                       timer=time.monotonic)
+        # Complete listings: directory path -> name in it -> is a directory. A name missing here
+        # is ENOENT without asking the store, which makes creating many files one request each;
+        # the directories among them give the directory's st_nlink (links.py).
+        self.dir_cache: TTLCache[str, dict[str, bool]] = TTLCache(4096, config.stat_ttl, timer=time.monotonic)
+        self.local_only: dict[str, Node] = {}
+        self._handles: dict[int, FileHandle | DirHandle] = {}
+        self._next_fh = 1
+        self._inflight: dict[str, trio.Event] = {}
+        self._stale: set[str] = set()
+        # Directory path -> one set per listing of it in progress: the names this mount changed
+        # (created, uploaded, renamed, removed) while its LIST pages were being fetched.
+        self._listings: dict[str, list[set[str]]] = {}
+        self.nursery: trio.Nursery | None = None  # set by mount.py; background prefetches run here
+
+    def _root_entry(self) -> Entry:
+        d = self.config.defaults
+        return Entry(Attrs(mode=self.config.root_mode, uid=d.uid, gid=d.gid, size=0,
+                           mtime_ns=self.started_ns, ctime_ns=self.started_ns), has_marker=True)
+
+    def _object_entry(self, info: ObjectInfo, *, is_dir: bool) -> Entry:
+        attrs = attrs_from_object(info, is_dir=is_dir, defaults=self.config.defaults)
+        return Entry(attrs=attrs, etag=info.etag or None, content_type=info.content_type,
+                     exact=info.metadata is not None, has_marker=is_dir)
+
+    def _file_entry(self, info: ObjectInfo) -> Entry:
+        """The entry a file's HEAD gives; its exact attributes also go to the metadata cache."""
+        entry = self._object_entry(info, is_dir=False)
+        if info.etag:
+            self.meta_cache.put(info.key, info.etag, entry.attrs, info.content_type)
+        return entry
+
+    def _remember(self, path: str, entry: Entry | None) -> None:
+        """Record what a path is now, in the cache and in its node (unless the node has local truth)."""
+        if path in self._inflight:
+            self._stale.add(path)  # a HEAD that started before this change must not overwrite it
+        if path:
+            for changed in self._listings.get(parent_of(path), ()):
+                changed.add(name_of(path))  # a page already fetched may say otherwise
+        self.stat_cache[path] = NEGATIVE if entry is None else entry
+        node = self.inodes.by_path(path)
+        if node is not None and entry is not None:
+            node.entry = entry
+        parent = self.dir_cache.get(parent_of(path)) if path else None
+        if parent is not None:
+            if entry is None:
+                parent.pop(name_of(path), None)
+            else:
+                parent[name_of(path)] = entry.attrs.is_dir
+
+    def _forget_subtree(self, path: str) -> None:
+        for cached in [p for p in self.stat_cache if is_under(p, path)]:
+            self.stat_cache.pop(cached, None)
+        for cached in [p for p in self.dir_cache if is_under(p, path)]:
+            self.dir_cache.pop(cached, None)
+
+    def _has_local_truth(self, node: Node | None) -> bool:
+        return node is not None and (node.local_only or node.staged is not None)
+
+    async def _fetch(self, path: str) -> Entry | None:
+        """Ask the store what ``path`` is: a file, a directory (marker or implicit), or nothing."""
+        if not path:
+            return self._root_entry()
+        key = self.layout.file_key(path)
+        try:
+            info = await self.store.head(key)
+        except NotFound:
+            pass
+        else:
+            return self._file_entry(info)
+        page = await self.store.list(prefix=key + "/", delimiter=None, max_keys=1)
+        if not page.objects and not page.prefixes:
+            return None
+        if page.objects and page.objects[0].key == key + "/":
+            try:
+                return self._object_entry(await self.store.head(key + "/"), is_dir=True)
+            except NotFound:
+                pass
+        return Entry(implicit_dir_attrs(self.config.defaults, self.started_ns))
+
+    async def _stat(self, path: str, *, need_exact: bool = True, quick: bool = False) -> Entry | None:
+        """The current entry for ``path``: local truth, then the cache, then one fetch at a time.
+
+        ``quick``: while the store is known to be down, raise TemporaryFailure at once instead of
+        waiting a deadline for it; a fetch in the background finds out when it is back.
+        """
+        node = self.inodes.by_path(path)
+        if node is not None and (self._has_local_truth(node) or not path):
+            return node.entry
+        cached = self.stat_cache.get(path)
+        if cached is NEGATIVE:
+            return None
+        if cached is not None and (cached.exact or not need_exact):
+            return cast(Entry, cached)
+        if cached is None:
+            parent_names = self.dir_cache.get(parent_of(path))
+            if parent_names is not None and name_of(path) not in parent_names:
+                return None
+        if quick and self.store.reachability.down:
+            if path not in self._inflight and self.nursery is not None:
+                self.nursery.start_soon(self._stat_quietly, path)
+            raise TemporaryFailure(f"{path}: the store is not answering", key=path)
+        while (event := self._inflight.get(path)) is not None:
+            await event.wait()
+            cached = self.stat_cache.get(path)
+            if cached is NEGATIVE:
+                return None
+            if cached is not None and cached.exact:
+                return cast(Entry, cached)
+        event = trio.Event()
+        self._inflight[path] = event
+        try:
+            entry = await self._fetch(path)
+            if path in self._stale:
+                # Changed locally while we asked; the local change wins.
+                cached = self.stat_cache.get(path)
+                return None if cached is NEGATIVE or cached is None else cast(Entry, cached)
+            self._remember(path, entry)
+            return entry
+        finally:
+            self._stale.discard(path)
+            del self._inflight[path]
+            event.set()
+
+    async def _stat_quietly(self, path: str) -> None:
+        """``_stat`` in the background during an outage: its answer fills the cache, and ends the
+        outage for the quick lookups once the store is back."""
+        try:
+            await self._stat(path)
+        except ObsfsError as exc:
+            log.debug("background lookup of %s: %s", path, exc)
+
+    async def _require(self, path: str) -> Entry:
+        entry = await self._stat(path)
+        if entry is None:
+            raise FsError(errno.ENOENT, f"{path}: no such file or directory")
+        return entry
+
+    def _node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node is None:
+            raise FsError(errno.ENOENT, f"unknown inode {ino}")
+        return node
+
+    def _path(self, node: Node) -> str:
+        if node.path is None:
+            raise FsError(errno.ENOENT, f"inode {node.ino} was deleted")
+        return node.path
+
+    def _child(self, parent_ino: int, name: bytes, *, creating: bool = False) -> str:
+        parent = self._node(parent_ino)
+        text = decode_name(name)
+        if parent_ino == ROOT_INO and text in self.config.hidden:
+            # e.g. the CSI controller's volume record: neither visible nor replaceable from inside
+            raise FsError(errno.EPERM if creating else errno.ENOENT, f"{text} is reserved")
+        return join(self._path(parent), text)
+
+    def _writable(self) -> None:
+        if self.config.read_only:
+            raise ReadOnly("read-only mount")
+
+    def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
+        entry = node.entry
+        attrs = shown(entry.attrs, self.config.defaults, is_root=node.ino == ROOT_INO)
+        out = pyfuse3.EntryAttributes()
+        out.st_ino = node.ino
+        out.generation = 0
+        if entry.exact:
+            out.entry_timeout = self.config.entry_timeout
+            out.attr_timeout = self.config.attr_timeout
+        else:
+            out.entry_timeout = 0
+            out.attr_timeout = 0
+        out.st_mode = attrs.mode
+        listing = self.dir_cache.get(node.path) if attrs.is_dir and node.path is not None else None
+        out.st_nlink = link_count(is_dir=attrs.is_dir, unlinked=node.path is None, children=listing)
+        out.st_uid = attrs.uid
+        out.st_gid = attrs.gid
+        out.st_rdev = 0
+        size = attrs.size
+        if node.staged is not None:
+            size = node.staged.size()
+        elif attrs.is_link and entry.link_target is not None:
+            size = len(entry.link_target)
+        elif attrs.is_dir:
+            size = BLOCK
+        out.st_size = size
+        out.st_blksize = BLOCK
+        out.st_blocks = (size + 511) // 512
+        out.st_atime_ns = attrs.mtime_ns
+        out.st_mtime_ns = attrs.mtime_ns
+        out.st_ctime_ns = attrs.ctime_ns
+        return out
+
+    def _hand_out(self, path: str, entry: Entry) -> pyfuse3.EntryAttributes:
+        """Reply with an inode for ``path``: the kernel now holds one more reference."""
+        node = self.inodes.by_path(path)
+        if node is None or not self._has_local_truth(node):
+            node = self.inodes.add(path, entry)
+        node.lookups += 1
+        return self._attributes(node)
+
+    def _add_handle(self, handle: FileHandle | DirHandle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        return fh
+
+    def _file_handle(self, fh: int) -> FileHandle:
+        handle = self._handles.get(fh)
+        if not isinstance(handle, FileHandle):
+            raise FsError(errno.EBADF)
+        return handle
+
+    @staticmethod
+    def _drop_stream(node: Node, why: str) -> None:
+        if node.stream is not None:
+            node.stream.abandon(why)
+            node.stream = None

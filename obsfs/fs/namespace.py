@@ -1,0 +1,198 @@
+"""Names: lookup, create, mkdir, mknod, symlink, unlink and rmdir."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Sequence
+
+import pyfuse3
+
+from obsfs.errors import TemporaryFailure
+from obsfs.fs.boundary import FsError, boundary
+from obsfs.fs.core import FileHandle, content_type_for, now_ns
+from obsfs.fs.listing import Listing
+from obsfs.inodes import Entry
+from obsfs.layout import InvalidName, parent_of
+from obsfs.meta import DIR_CONTENT_TYPE, Attrs, to_metadata
+
+log = logging.getLogger(__name__)
+
+
+class Namespace(Listing):
+    """The handlers that find, add or remove names in a directory."""
+
+    @boundary
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if name == b".":
+            node = self._node(parent_inode)
+            node.lookups += 1
+            return self._attributes(node)
+        if name == b"..":
+            parent_path = self._path(self._node(parent_inode))
+            path = parent_of(parent_path)
+            return self._hand_out(path, await self._require(path))
+        try:
+            path = self._child(parent_inode, name)
+        except InvalidName as exc:
+            if exc.too_long:
+                raise
+            raise FsError(errno.ENOENT) from None
+        try:
+            entry = await self._stat(path, quick=True)
+        except TemporaryFailure as exc:
+            # Not known to exist, nor known not to: an error here would fail open(O_CREAT) before
+            # create() is asked, so answer "no entry" uncached (see docs/write-back.md, Outages).
+            log.info("lookup of %s answered without the store: %s", path, exc)
+            return self._negative(0)
+        if entry is None:
+            return self._negative(self.config.negative_timeout)
+        return self._hand_out(path, entry)
+
+    @staticmethod
+    def _negative(timeout: float) -> pyfuse3.EntryAttributes:
+        negative = pyfuse3.EntryAttributes()
+        negative.st_ino = 0
+        negative.entry_timeout = timeout
+        return negative
+
+    @boundary
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            self.inodes.forget(ino, count)
+
+    @boundary
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path, attrs = await self._new_entry(parent_inode, name, stat.S_IFDIR | stat.S_IMODE(mode), 0, ctx)
+        etag = await self.store.put_bytes(self.layout.dir_key(path), b"", metadata=to_metadata(attrs),
+                                          content_type=DIR_CONTENT_TYPE)
+        entry = Entry(attrs, etag=etag or None, content_type=DIR_CONTENT_TYPE, has_marker=True)
+        self._remember(path, entry)
+        self.dir_cache[path] = {}
+        return self._hand_out(path, entry)
+
+    async def _new_entry(self, parent_inode: int, name: bytes, mode: int, size: int,
+                         ctx: pyfuse3.RequestContext, *, blind: bool = False) -> tuple[str, Attrs]:
+        """Path and attributes for an entry about to be created, owned by the caller; EEXIST if
+        the name is taken (the kernel asked, but another client may have been faster).
+
+        ``blind``: the entry replaces whatever the name holds (O_CREAT|O_TRUNC), so while the
+        store is not answering it is created without knowing; its conditional upload settles it.
+        """
+        self._writable()
+        path = self._child(parent_inode, name, creating=True)
+        self.layout.entry_key(path, is_dir=stat.S_ISDIR(mode))  # one the store cannot hold: refused now, not at upload
+        try:
+            await self._check_parent(path, quick=True)
+            exists = await self._stat(path, need_exact=False, quick=True) is not None
+        except TemporaryFailure as exc:
+            if not blind:
+                raise
+            log.info("%s: created while the store is not answering (%s); its upload is conditional", path, exc)
+            exists = False
+        if exists:
+            raise FsError(errno.EEXIST)
+        now = now_ns()
+        return path, Attrs(mode=mode, uid=ctx.uid, gid=ctx.gid, size=size, mtime_ns=now, ctime_ns=now)
+
+    async def _check_parent(self, path: str, *, quick: bool = False) -> None:
+        parent = await self._stat(parent_of(path), quick=quick)
+        if parent is None:
+            raise FsError(errno.ENOENT)
+        if not parent.attrs.is_dir:
+            raise FsError(errno.ENOTDIR)
+
+    async def _is_empty_dir(self, path: str) -> bool:
+        if any(parent_of(p) == path for p, n in self.local_only.items() if n.path == p):
+            return False
+        prefix = self.layout.dir_key(path)
+        page = await self.store.list(prefix=prefix, delimiter="/", max_keys=2)
+        return not page.prefixes and all(o.key == prefix for o in page.objects)
+
+    @boundary
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable()
+        path = self._child(parent_inode, name)
+        entry = await self._require(path)
+        if not entry.attrs.is_dir:
+            raise FsError(errno.ENOTDIR)
+        if not await self._is_empty_dir(path):
+            raise FsError(errno.ENOTEMPTY, f"{path} is not empty")
+        await self.store.delete(self.layout.dir_key(path))
+        self._forget_subtree(path)  # scans the caches: for directories only, not every unlink
+        self._unlinked(path)
+
+    def _unlinked(self, path: str) -> None:
+        node = self.inodes.by_path(path)
+        if node is not None:
+            self._discard_staged(node)
+            self.inodes.detach(node)
+        self.meta_cache.forget(self.layout.file_key(path))
+        self.local_only.pop(path, None)
+        self._remember(path, None)
+
+    @boundary
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable()
+        path = self._child(parent_inode, name)
+        entry = await self._require(path)
+        if entry.attrs.is_dir:
+            raise FsError(errno.EISDIR)
+        node = self.inodes.by_path(path)
+        if node is None:
+            await self.store.delete(self.layout.file_key(path))
+            self._unlinked(path)
+            return
+        async with node.lock:  # an upload in flight finishes first, then we delete what it wrote
+            if node.path != path:
+                raise FsError(errno.ENOENT)
+            if not node.local_only:
+                await self.store.delete(self.layout.file_key(path))
+            self._unlinked(path)
+
+    @boundary
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path, attrs = await self._new_entry(parent_inode, name, stat.S_IFLNK | 0o777, len(target), ctx)
+        content_type = "application/octet-stream"
+        etag = await self.store.put_bytes(self.layout.file_key(path), target, metadata=to_metadata(attrs),
+                                          content_type=content_type)
+        entry = Entry(attrs, etag=etag or None, content_type=content_type, link_target=target)
+        self._remember(path, entry)
+        return self._hand_out(path, entry)
+
+    @boundary
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise FsError(errno.EPERM, "hard links cannot be stored in an object store")
+
+    @boundary
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM, "only regular files, directories and symlinks can be stored")
+        info, attrs = await self.create(parent_inode, name, mode, os.O_WRONLY, ctx)
+        await self.release(info.fh)
+        return attrs
+
+    @boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        # O_CREAT|O_TRUNC without O_EXCL replaces whatever is there: only the others need to know.
+        blind = flags & (os.O_TRUNC | os.O_EXCL) == os.O_TRUNC
+        path, attrs = await self._new_entry(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), 0, ctx,
+                                            blind=blind)
+        entry = Entry(attrs, content_type=content_type_for(path))
+        node = self.inodes.add(path, entry)
+        node.local_only = True
+        node.staged = self.staging.new()
+        node.staged.mark_dirty()
+        self.local_only[path] = node
+        self._remember(path, entry)
+        attributes = self._hand_out(path, entry)
+        node.opens += 1
+        fh = self._add_handle(FileHandle(node, writable=True))
+        return pyfuse3.FileInfo(fh=fh), attributes
