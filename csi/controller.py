@@ -23,6 +23,7 @@ from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFo
 from csi.locks import VolumeLocks
 from csi.naming import VolumeRef, label_for, parse_volume_id
 from csi.params import SHARED_BUCKET, parse_parameters
+from csi.pathpattern import claim_of
 from csi.secrets import store_config
 from csi.v1 import csi_pb2, csi_pb2_grpc
 from csi.volumes import VolumeRecord, VolumeStore, open_volume, retry_budget
@@ -50,6 +51,12 @@ def capacity_fits(capacity: int, capacity_range: csi_pb2.CapacityRange) -> bool:
     return capacity >= capacity_range.required_bytes and (not limit or capacity <= limit)
 
 
+def _for(record: VolumeRecord) -> str:
+    """The volume being created, as messages name it: its claim when known (pathPattern's users
+    think in claims), else the CO's volume name."""
+    return f"PVC {record.claim}" if record.claim else f"volume {record.name!r}"
+
+
 class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     def __init__(self) -> None:
         self._locks = VolumeLocks()
@@ -71,9 +78,13 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         if request.mutable_parameters:
             raise InvalidArgument("mutable_parameters are not supported (no MODIFY_VOLUME capability)")
         params = parse_parameters(request.parameters)
-        wanted = VolumeRecord(request.name, requested_capacity(request.capacity_range), params.mount_options)
+        wanted = VolumeRecord(request.name, requested_capacity(request.capacity_range), params.mount_options,
+                              claim_of(request.parameters))
         label = label_for(request.name)
-        ref = VolumeRef(params.shared_bucket, label) if params.shared_bucket else VolumeRef(label)
+        if params.shared_bucket:
+            ref = VolumeRef(params.shared_bucket, params.path.prefix_for(label, request.parameters))
+        else:
+            ref = VolumeRef(label)
         with self._locks.hold(ref.volume_id), \
                 self._volume(request.secrets, PROVISIONER_SECRET, ref, context) as volume:
             if ref.prefix and not volume.bucket_exists():
@@ -82,11 +93,18 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             if not ref.prefix:
                 volume.create_bucket()
             record = volume.read_record()
+            if record is None and ref.prefix:
+                enclosing = volume.enclosing_volume()
+                if enclosing is not None:
+                    raise AlreadyExists(f"{_for(wanted)}: {ref.volume_id} would be inside volume "
+                                        f"{enclosing[1].owner()} at {enclosing[0]}, and deleting that one would "
+                                        "delete this one; change the StorageClass's prefix or pathPattern")
             if record is None:
                 foreign = volume.foreign_keys()
                 if foreign:
-                    raise AlreadyExists(f"{ref.volume_id} already holds data that obsfs-csi did not provision "
-                                        f"(e.g. {foreign[0]!r}); use it as a static PV or choose another name")
+                    raise AlreadyExists(f"{_for(wanted)}: {ref.volume_id} already holds data that obsfs-csi did "
+                                        f"not provision (e.g. {foreign[0]!r}); use it as a static PV or choose "
+                                        "another name")
                 if ref.prefix:
                     volume.write_marker()
                 volume.apply_quota(wanted.capacity_bytes)
@@ -101,8 +119,9 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     def _check_compatible(record: VolumeRecord, wanted: VolumeRecord, capacity_range: csi_pb2.CapacityRange,
                           ref: VolumeRef) -> None:
         if record.name != wanted.name:
-            reason = f"it belongs to volume {record.name!r}"
-        elif not capacity_fits(record.capacity_bytes, capacity_range):
+            raise AlreadyExists(f"{_for(wanted)}: {ref.volume_id} is already volume {record.owner()}; delete that "
+                                "volume, or change the StorageClass's prefix or pathPattern so that names differ")
+        if not capacity_fits(record.capacity_bytes, capacity_range):
             reason = f"with capacity {record.capacity_bytes} bytes, outside the requested range"
         elif record.volume_context != wanted.volume_context:
             reason = "with other StorageClass parameters"

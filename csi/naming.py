@@ -66,7 +66,8 @@ def bucket_problem(bucket: str) -> str | None:
     return f"{bucket!r} is not a valid bucket name: it looks like an IP address"
 
 
-def _prefix_problem(prefix: str) -> str | None:
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot hold a volume, or None if it can."""
     if len(prefix.encode()) > _MAX_PREFIX_BYTES:
         return f"the prefix is longer than {_MAX_PREFIX_BYTES} bytes"
     if any(segment in ("", ".", "..") for segment in prefix.split("/")):
@@ -97,7 +98,7 @@ def parse_volume_id(volume_id: str) -> VolumeRef:
     """``bucket`` or ``bucket/some/prefix`` (a trailing slash is allowed) into a VolumeRef."""
     bucket, _, prefix = volume_id.partition("/")
     prefix = prefix.removesuffix("/")
-    problem = bucket_problem(bucket) or (_prefix_problem(prefix) if prefix else None)
+    problem = bucket_problem(bucket) or (prefix_problem(prefix) if prefix else None)
     if problem:
         raise InvalidArgument(f"volume id {volume_id!r} is not BUCKET or BUCKET/PREFIX: {problem}")
     return VolumeRef(bucket, prefix)

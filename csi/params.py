@@ -16,9 +16,12 @@ from dataclasses import dataclass
 
 from csi.errors import InvalidArgument
 from csi.naming import bucket_problem
+from csi.pathpattern import VolumePath, check_pattern, parse_root
 from obsfs.options import ALIASES, KERNEL_FLAGS, PARSERS, split_options
 
 SHARED_BUCKET = "bucket"
+ROOT_PREFIX = "prefix"  # where in the shared bucket the volumes go
+PATH_PATTERN = "pathPattern"  # each volume's prefix below it, from the claim's metadata
 # Keys Kubernetes adds on its own; they describe objects and are not options: external-provisioner
 # adds csi.storage.k8s.io/pvc/name, pvc/namespace and pv/name with --extra-create-metadata, and
 # storage.kubernetes.io/csiProvisionerIdentity to every PV's volumeAttributes (the volume context
@@ -37,6 +40,7 @@ class VolumeParams:
 
     shared_bucket: str | None
     mount_options: dict[str, str]
+    path: VolumePath = VolumePath()
 
 
 def parse_parameters(parameters: Mapping[str, str], what: str = "StorageClass parameter") -> VolumeParams:
@@ -46,6 +50,7 @@ def parse_parameters(parameters: Mapping[str, str], what: str = "StorageClass pa
     these parameters for a dynamic volume, and the PV's volumeAttributes for a static one.
     """
     shared_bucket = None
+    root, pattern = "", None
     options: dict[str, str] = {}
     for key, value in sorted(parameters.items()):
         if key == SHARED_BUCKET:
@@ -53,12 +58,17 @@ def parse_parameters(parameters: Mapping[str, str], what: str = "StorageClass pa
             if problem:
                 raise InvalidArgument(f"{what} {key!r}: {problem}")
             shared_bucket = value
-            continue
-        if key.startswith(CO_KEY_PREFIXES):
-            continue
-        name, value = _mount_option(key, value, what, f"{SHARED_BUCKET}, ")
-        options[name] = value
-    return VolumeParams(shared_bucket, options)
+        elif key == ROOT_PREFIX:
+            root = parse_root(value, key)
+        elif key == PATH_PATTERN:
+            pattern = check_pattern(value, key)
+        elif not key.startswith(CO_KEY_PREFIXES):
+            name, value = _mount_option(key, value, what, f"{SHARED_BUCKET}, {ROOT_PREFIX}, {PATH_PATTERN}, ")
+            options[name] = value
+    if (root or pattern) and shared_bucket is None:
+        placed = ROOT_PREFIX if root else PATH_PATTERN
+        raise InvalidArgument(f"{what} {placed!r} places volumes in a shared bucket: set {SHARED_BUCKET!r} too")
+    return VolumeParams(shared_bucket, options, VolumePath(root, pattern))
 
 
 def _mount_option(key: str, value: str, what: str, also_allowed: str = "") -> tuple[str, str]:

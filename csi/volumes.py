@@ -49,18 +49,26 @@ class VolumeRecord:
     name: str
     capacity_bytes: int
     volume_context: dict[str, str] = field(default_factory=dict)
+    claim: str = ""  # "namespace/name" of the PVC, when external-provisioner passed it: for messages
 
     def encode(self) -> bytes:
-        return json.dumps({"format": _RECORD_FORMAT, "name": self.name, "capacityBytes": self.capacity_bytes,
-                           "volumeContext": self.volume_context}, sort_keys=True).encode()
+        doc: dict[str, object] = {"format": _RECORD_FORMAT, "name": self.name, "capacityBytes": self.capacity_bytes,
+                                  "volumeContext": self.volume_context}
+        if self.claim:
+            doc["claim"] = self.claim
+        return json.dumps(doc, sort_keys=True).encode()
+
+    def owner(self) -> str:
+        """The volume, and its claim where known, as a message names them."""
+        return f"{self.name} (PVC {self.claim})" if self.claim else self.name
 
     @staticmethod
     def decode(data: bytes, where: str) -> VolumeRecord:
         try:
             doc = json.loads(data)
             record = VolumeRecord(name=doc["name"], capacity_bytes=doc["capacityBytes"],
-                                  volume_context=doc["volumeContext"])
-            valid = (doc["format"] == _RECORD_FORMAT and isinstance(record.name, str)
+                                  volume_context=doc["volumeContext"], claim=doc.get("claim", ""))
+            valid = (doc["format"] == _RECORD_FORMAT and isinstance(record.name, str) and isinstance(record.claim, str)
                      and isinstance(record.capacity_bytes, int) and isinstance(record.volume_context, dict)
                      and all(isinstance(v, str) for v in record.volume_context.values()))
         except (ValueError, TypeError, KeyError):
@@ -123,6 +131,17 @@ class VolumeStore:
         except NotFound:
             return None
         return VolumeRecord.decode(bytes(data), f"{self.ref.bucket}/{self.record_key}")
+
+    def enclosing_volume(self) -> tuple[str, VolumeRecord] | None:
+        """A volume whose prefix (or whole bucket) holds this one's, with its record: deleting it
+        would delete this one too, so no volume is made inside another."""
+        segments = self.ref.prefix.split("/") if self.ref.prefix else []
+        for depth in range(len(segments)):
+            outer = VolumeStore(self.store, VolumeRef(self.ref.bucket, "/".join(segments[:depth])), self._budget)
+            record = outer.read_record()
+            if record is not None:
+                return outer.ref.volume_id, record
+        return None
 
     def write_record(self, record: VolumeRecord) -> None:
         self._call(lambda: self.store.put_bytes(self.record_key, record.encode(), metadata={},

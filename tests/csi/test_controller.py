@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from csi.naming import label_for
+from csi.pathpattern import PV_NAME, PVC_NAME, PVC_NAMESPACE
 from csi.v1 import csi_pb2, csi_pb2_grpc
 from csi.volumes import RECORD_NAME
 from tests.csi.helpers import (
@@ -115,6 +116,66 @@ def test_shared_bucket_must_exist(controller: Controller, secrets: dict[str, str
     request = create_request(volume_name, secrets, parameters={"bucket": f"missing-{uuid.uuid4().hex[:12]}"})
     error = rpc_error(controller.CreateVolume, request)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "does not exist" in error.details()
+
+
+def _claim(namespace: str, name: str, pv: str) -> dict[str, str]:
+    """What external-provisioner adds with --extra-create-metadata."""
+    return {PVC_NAMESPACE: namespace, PVC_NAME: name, PV_NAME: pv}
+
+
+def test_path_pattern_places_volumes_by_claim(controller: Controller, s3: Any, secrets: dict[str, str],
+                                              make_bucket: Callable[[], str]) -> None:
+    shared = make_bucket()
+    by_claim = {"bucket": shared, "prefix": "/teams/a/",
+                "pathPattern": "${pvc.metadata.namespace}/${pvc.metadata.name}"}
+    s3.put_object(Bucket=shared, Key="teams/a/team-x/other/keep.txt", Body=b"neighbour")
+    request = create_request("pvc-1", secrets, parameters={**by_claim, **_claim("team-x", "data", "pvc-1")})
+    volume = controller.CreateVolume(request).volume
+    assert volume.volume_id == f"{shared}/teams/a/team-x/data"
+    assert record(s3, shared, "teams/a/team-x/data/")["claim"] == "team-x/data"
+    assert s3.head_object(Bucket=shared, Key="teams/a/team-x/data/")["ContentLength"] == 0
+    assert controller.CreateVolume(request).volume == volume  # a retry finds its own volume
+
+    # The claim deleted and made again while the old PV was retained: same prefix, another volume.
+    again = create_request("pvc-2", secrets, parameters={**by_claim, **_claim("team-x", "data", "pvc-2")})
+    error = rpc_error(controller.CreateVolume, again)
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "PVC team-x/data" in error.details() and "already volume pvc-1 (PVC team-x/data)" in error.details()
+
+    # Another StorageClass whose pattern gives a prefix above that volume, or one below another.
+    by_namespace = {"bucket": shared, "prefix": "teams/a", "pathPattern": "${pvc.metadata.namespace}"}
+    error = rpc_error(controller.CreateVolume, create_request(
+        "pvc-3", secrets, parameters={**by_namespace, **_claim("team-x", "all", "pvc-3")}))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS and "teams/a/team-x/" in error.details()
+    outer = controller.CreateVolume(create_request(
+        "pvc-4", secrets, parameters={**by_namespace, **_claim("team-y", "all", "pvc-4")})).volume
+    error = rpc_error(controller.CreateVolume, create_request(
+        "pvc-5", secrets, parameters={**by_claim, **_claim("team-y", "data", "pvc-5")}))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert f"inside volume pvc-4 (PVC team-y/all) at {shared}/teams/a/team-y" in error.details()
+
+    # Deleting a volume removes its own prefix only.
+    controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume.volume_id, secrets=secrets))
+    assert keys(s3, shared) == ["teams/a/team-x/other/keep.txt", "teams/a/team-y/",
+                                f"teams/a/team-y/{RECORD_NAME}"]
+    controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=outer.volume_id, secrets=secrets))
+    assert keys(s3, shared) == ["teams/a/team-x/other/keep.txt"]
+
+
+def test_path_pattern_without_claim_metadata_is_invalid(controller: Controller, secrets: dict[str, str],
+                                                        make_bucket: Callable[[], str], volume_name: str) -> None:
+    parameters = {"bucket": make_bucket(), "pathPattern": "${pvc.metadata.namespace}/${pvc.metadata.name}"}
+    error = rpc_error(controller.CreateVolume, create_request(volume_name, secrets, parameters=parameters))
+    assert error.code() == INVALID and "--extra-create-metadata" in error.details()
+
+
+def test_a_prefix_volume_is_never_made_inside_a_whole_bucket_volume(
+        controller: Controller, secrets: dict[str, str], volume_name: str) -> None:
+    bucket = controller.CreateVolume(create_request(volume_name, secrets)).volume.volume_id
+    error = rpc_error(controller.CreateVolume, create_request(f"{volume_name}-inner", secrets,
+                                                              parameters={"bucket": bucket}))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS and f"inside volume {volume_name}" in error.details()
+    controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=bucket, secrets=secrets))
 
 
 # -- DeleteVolume ----------------------------------------------------------------------------------

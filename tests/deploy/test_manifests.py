@@ -20,7 +20,7 @@ from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, late
 from csi import secrets
 from csi.driver import DRIVER_NAME
 from csi.naming import parse_volume_id
-from csi.params import parse_parameters
+from csi.params import PATH_PATTERN, parse_parameters
 from tests.deploy.kube import (
     BASE,
     DEPLOY,
@@ -336,6 +336,10 @@ def test_storageclass_parameters(overlay: Path) -> None:
             assert not deprecated, f"{ref(sc)}: csi-provisioner v1+ ignores {deprecated}"
         options = {k: v for k, v in parameters.items() if k not in prefixed and k not in deprecated}
         parse_parameters(options)  # what CreateVolume will check; raises InvalidArgument naming the key
+        if PATH_PATTERN in parameters:  # the claim's names reach CreateVolume only with this flag
+            pod, _ = controller_pod(objs)
+            provisioner = next(c for c in pod.containers() if image_name(c["image"]) == "csi-provisioner")
+            assert not legacy and "--extra-create-metadata" in pod.args(provisioner), ref(sc)
 
 
 def test_example_volumes_are_well_formed() -> None:
