@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from csi.capabilities import capability_problem, require_capabilities
+from csi.defaultsecret import DefaultSecret
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.locks import VolumeLocks
 from csi.naming import VolumeRef, label_for, parse_volume_id
@@ -58,13 +59,14 @@ def _for(record: VolumeRecord) -> str:
 
 
 class ControllerServicer(csi_pb2_grpc.ControllerServicer):
-    def __init__(self) -> None:
+    def __init__(self, default: DefaultSecret | None = None) -> None:
         self._locks = VolumeLocks()
+        self._default = default or DefaultSecret(None)
 
     @contextmanager
     def _volume(self, secrets: Mapping[str, str], secret_ref: str, ref: VolumeRef,
                 context: Any) -> Iterator[VolumeStore]:
-        config = store_config(secrets, secret_ref)
+        config = store_config(self._default.for_request(secrets), secret_ref)
         with open_volume(config, ref, retry_budget(config.read_deadline, context)) as volume:
             yield volume
 
@@ -163,9 +165,15 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             ref = parse_volume_id(request.volume_id)
         except InvalidArgument as exc:
             raise NotFound(str(exc)) from None
-        with self._volume(request.secrets, PROVISIONER_SECRET, ref, context) as volume:
-            if not volume.exists():
-                raise NotFound(f"volume {ref.volume_id} does not exist")
+        if self._default.for_request(request.secrets):
+            with self._volume(request.secrets, PROVISIONER_SECRET, ref, context) as volume:
+                if not volume.exists():
+                    raise NotFound(f"volume {ref.volume_id} does not exist")
+        else:
+            # No credential to ask the store with (CSI v0.3 sends none): a well-formed id is all
+            # there is to go on. The mount checks the volume itself.
+            log.info("ValidateVolumeCapabilities %s: no secrets and no driver credential; not checked in the "
+                     "store", ref.volume_id)
         problems = [problem for cap in request.volume_capabilities if (problem := capability_problem(cap))]
         if problems:
             return csi_pb2.ValidateVolumeCapabilitiesResponse(message="; ".join(problems))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from csi import v0adapter
 from csi.controller import ControllerServicer
+from csi.defaultsecret import DefaultSecret
 from csi.identity import Check, IdentityServicer, char_device_check, command_check, writable_dir_check
 from csi.node import NodeServicer
 from csi.server import CsiServer, Registration
@@ -44,6 +45,8 @@ class DriverConfig:
     state_dir: str = "/var/lib/obsfs-csi"
     # Paths kubelet sends must lie inside it; empty accepts any absolute path (e.g. csi-sanity's).
     kubelet_dir: str = ""
+    # The driver's own credential for requests without secrets (csi.defaultsecret); "" for none.
+    credentials: str = ""
 
     @property
     def serves_node(self) -> bool:
@@ -72,13 +75,16 @@ class Driver:
         self.config = config
         self.ready = threading.Event()
         checks: list[Check] = []
+        default = DefaultSecret(config.credentials or None)
+        default.check()
         self.node: NodeServicer | None = None
         if config.serves_node:
             checks = [char_device_check(FUSE_DEVICE), writable_dir_check(config.state_dir),
                       *(command_check(name) for name in NODE_COMMANDS)]
-            self.node = NodeServicer(config.node_id, config.state_dir, config.kubelet_dir or None)
+            self.node = NodeServicer(config.node_id, config.state_dir, config.kubelet_dir or None,
+                                     default_secret=default)
         identity = IdentityServicer(config.driver_name, self.ready, checks)
-        controller = ControllerServicer() if config.mode in ("controller", "all") else None
+        controller = ControllerServicer(default) if config.mode in ("controller", "all") else None
         registrations: list[Registration] = [functools.partial(csi_pb2_grpc.add_IdentityServicer_to_server, identity)]
         if controller is not None:
             registrations.append(functools.partial(csi_pb2_grpc.add_ControllerServicer_to_server, controller))

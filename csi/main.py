@@ -35,6 +35,9 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         help="node-local state of the node service (default: /var/lib/obsfs-csi)")
     parser.add_argument("--kubelet-dir", default="",
                         help="refuse node paths outside this directory, e.g. /var/lib/kubelet (default: any)")
+    parser.add_argument("--credentials", default="",
+                        help="the driver's default store credential, for requests without secrets: a mounted "
+                             "Secret (one file per key) or a file of key=value lines, mode 0600 (default: none)")
     parser.add_argument("--grace-period", type=float, default=10.0,
                         help="seconds running calls get to finish on SIGTERM (default: 10)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         driver = Driver(DriverConfig(endpoint=args.endpoint, mode=args.mode, driver_name=args.driver_name,
                                      node_id=args.nodeid, state_dir=args.state_dir,
-                                     kubelet_dir=args.kubelet_dir))
+                                     kubelet_dir=args.kubelet_dir, credentials=args.credentials))
         driver.start()
     except ConfigError as exc:
         print(f"obsfs-csi: {exc}", file=sys.stderr)

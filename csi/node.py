@@ -70,6 +70,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from csi.capabilities import require_capabilities
+from csi.defaultsecret import DefaultSecret
 from csi.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 from csi.locks import VolumeLocks
 from csi.mounter import Mounter
@@ -194,8 +195,10 @@ def _checked_keys(secrets: Mapping[str, str]) -> None:
 
 class NodeServicer(csi_pb2_grpc.NodeServicer):
     def __init__(self, node_id: str, state_dir: str, kubelet_dir: str | None = None,
-                 mounter: Mounter | None = None, stats_ttl: float = DEFAULT_TTL) -> None:
+                 mounter: Mounter | None = None, stats_ttl: float = DEFAULT_TTL,
+                 default_secret: DefaultSecret | None = None) -> None:
         self._node_id = node_id
+        self.default_secret = default_secret or DefaultSecret(None)
         self.state = NodeState(state_dir)
         self._kubelet_dir = kubelet_dir or None
         self.mounter = mounter or Mounter()
@@ -242,8 +245,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         staging = self._path(request.staging_target_path, "staging_target_path")
         capability = _capability(request)
         ref = _volume_ref(volume_id)
-        config = store_config(request.secrets, NODE_STAGE_SECRET)
-        _checked_keys(request.secrets)
+        secrets = self.default_secret.for_request(request.secrets)
+        config = store_config(secrets, NODE_STAGE_SECRET)
+        _checked_keys(secrets)
         wanted = self._wanted(request, capability, ref, staging, config)
         with self.locks.hold(volume_id):
             mounts = self.mounter.mounts()

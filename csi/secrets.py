@@ -34,7 +34,8 @@ def store_config(secrets: Mapping[str, str], secret_ref: str) -> StoreConfig:
     missing = [key for key in REQUIRED if not values.get(key)]
     if len(missing) == len(REQUIRED):
         raise InvalidArgument(f"the request carries no store secrets: set {secret_ref} (and its -namespace) "
-                              f"to a Secret with keys {', '.join(REQUIRED)}")
+                              f"to a Secret with keys {', '.join(REQUIRED)}, or give the driver a default "
+                              "credential (obsfs-csi --credentials)")
     if missing:
         raise InvalidArgument(f"the Secret lacks key(s) {', '.join(missing)}")
     endpoint = values[ENDPOINT]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from csi.params import MOUNT_OPTIONS
+from csi.params import MOUNT_OPTIONS, PATH_PATTERN, ROOT_PREFIX, SHARED_BUCKET
 from obsfs.options import MountOptions
 from tests.deploy.kube import DEPLOY, DRIVER_IMAGE, REPO, image_name, kustomize, overlays, ref, render
 from tests.deploy.test_manifests import VERSIONS, check_node_sockets, validation_problems, workloads
@@ -114,7 +114,7 @@ def test_option_names_and_defaults_match_obsfs() -> None:
         assert float(value) == defaults[name], f"docs/deploy.md: {name} defaults to {value}? obsfs: {defaults[name]}"
     paragraph = re.search(r"StorageClass parameters other than(.*?)\(see the README", text(), re.S)
     assert paragraph, "the StorageClass parameter list is gone from docs/deploy.md"
-    listed = set(re.findall(r"`(\w+)`", paragraph[1])) - {"bucket"}
+    listed = set(re.findall(r"`(\w+)`", paragraph[1])) - {SHARED_BUCKET, ROOT_PREFIX, PATH_PATTERN}
     assert listed == set(MOUNT_OPTIONS), f"listed {sorted(listed)}, the driver allows {sorted(MOUNT_OPTIONS)}"
 
 
