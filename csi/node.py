@@ -7,6 +7,10 @@ onto the pod's target path, read-only when the CO says ``readonly`` or the acces
 reader-only one. NodeUnpublishVolume removes the bind and the target directory; NodeUnstageVolume
 runs ``obsfs umount``, which returns once the daemon uploaded everything and exited.
 
+An inline (ephemeral) volume, marked ``csi.storage.k8s.io/ephemeral`` in NodePublish's context,
+has no NodeStage: NodePublishVolume mounts its daemon straight at the pod's target path, from the
+pod spec's volumeAttributes, and NodeUnpublishVolume unmounts it as NodeUnstageVolume would.
+
 Every call checks before it acts, so that the CO may repeat any of them:
 
 - already staged or published as asked: OK; staged or published differently: ALREADY_EXISTS;
@@ -67,6 +71,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from csi.capabilities import require_capabilities
@@ -88,6 +93,8 @@ from obsfs.errors import StoreError
 log = logging.getLogger(__name__)
 
 NODE_STAGE_SECRET = "csi.storage.k8s.io/node-stage-secret-name"
+NODE_PUBLISH_SECRET = "nodePublishSecretRef"  # where an inline volume's secrets come from, in the pod spec
+EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 _MODE = csi_pb2.VolumeCapability.AccessMode.Mode
 READ_ONLY_MODES = frozenset({_MODE.SINGLE_NODE_READER_ONLY, _MODE.MULTI_NODE_READER_ONLY})
 _MAX_GID = 2**32 - 2  # (gid_t)-1 means "no change" to chown(2)
@@ -185,6 +192,16 @@ def _volume_ref(volume_id: str) -> VolumeRef:
         raise NotFound(str(exc)) from None
 
 
+def record_ref(record: StagedVolume) -> VolumeRef:
+    """Where a staged volume's objects are: its volume id, or an inline volume's own source."""
+    return parse_volume_id(record.source or record.volume_id)
+
+
+def is_ephemeral(context: Mapping[str, str]) -> bool:
+    """kubelet marks inline volumes in NodePublish's context (the CSIDriver has podInfoOnMount)."""
+    return context.get(EPHEMERAL) == "true"
+
+
 def _checked_keys(secrets: Mapping[str, str]) -> None:
     """The keys go into an ``AK:SK`` line, which cannot hold a colon or a line break."""
     for key in (ACCESS_KEY, SECRET_KEY):
@@ -220,7 +237,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         for record in self.state.records():
             entry = mount_at(mounts, record.staging_path)
             try:
-                ref = parse_volume_id(record.volume_id)
+                ref = record_ref(record)
             except InvalidArgument as exc:
                 log.error("record %s: %s", self.state.record_path(record.volume_id), exc)
                 continue
@@ -248,38 +265,34 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         secrets = self.default_secret.for_request(request.secrets)
         config = store_config(secrets, NODE_STAGE_SECRET)
         _checked_keys(secrets)
-        wanted = self._wanted(request, capability, ref, staging, config)
-        with self.locks.hold(volume_id):
-            mounts = self.mounter.mounts()
-            self._check_staged_elsewhere(mounts, wanted, ref)
-            entry = mount_at(mounts, staging)
-            if entry is not None:
-                if not is_volume_mount(entry, ref):
-                    raise FailedPrecondition(f"{staging} already has a {entry.fstype} mount of {entry.source!r}, "
-                                             f"not volume {volume_id}; unmount it first")
-                problem = self.mounter.probe(staging)
-                if problem is None:
-                    self._already_staged(wanted, config)
-                    return csi_pb2.NodeStageVolumeResponse()
-                log.warning("volume %s at %s: %s; unmounting it and mounting it again", volume_id, staging, problem)
-                self.mounter.detach_obsfs(staging)
-            self._check_store(config, ref, context)
-            self._mount(wanted, config, ref)
-        return csi_pb2.NodeStageVolumeResponse()
-
-    @staticmethod
-    def _wanted(request: csi_pb2.NodeStageVolumeRequest, capability: csi_pb2.VolumeCapability, ref: VolumeRef,
-                staging: str, config: StoreConfig) -> StagedVolume:
         params = parse_parameters(request.volume_context, "volume context key")
         if params.shared_bucket is not None and params.shared_bucket != ref.bucket:
             raise InvalidArgument(f"volume context key 'bucket' is {params.shared_bucket!r}, but volume "
                                   f"{ref.volume_id} is in bucket {ref.bucket!r}")
-        flag_options, flags = parse_mount_flags(capability.mount.mount_flags)
-        return StagedVolume(
-            volume_id=request.volume_id, staging_path=staging, endpoint=config.endpoint, region=config.region,
-            signature=config.signature, path_style=config.path_style, fsgroup=mount_gid(capability),
-            read_only=capability.access_mode.mode in READ_ONLY_MODES,
-            options={**params.mount_options, **flag_options}, flags=flags)
+        wanted = _wanted(volume_id, staging, capability, params.mount_options, config,
+                         read_only=capability.access_mode.mode in READ_ONLY_MODES)
+        with self.locks.hold(volume_id):
+            self._stage(wanted, config, ref, context)
+        return csi_pb2.NodeStageVolumeResponse()
+
+    def _stage(self, wanted: StagedVolume, config: StoreConfig, ref: VolumeRef, context: Any) -> None:
+        """Mount the volume's daemon at ``wanted.staging_path``, unless it is already there as asked."""
+        volume_id, staging = wanted.volume_id, wanted.staging_path
+        mounts = self.mounter.mounts()
+        self._check_staged_elsewhere(mounts, wanted, ref)
+        entry = mount_at(mounts, staging)
+        if entry is not None:
+            if not is_volume_mount(entry, ref):
+                raise FailedPrecondition(f"{staging} already has a {entry.fstype} mount of {entry.source!r}, "
+                                         f"not volume {volume_id}; unmount it first")
+            problem = self.mounter.probe(staging)
+            if problem is None:
+                self._already_staged(wanted, config)
+                return
+            log.warning("volume %s at %s: %s; unmounting it and mounting it again", volume_id, staging, problem)
+            self.mounter.detach_obsfs(staging)
+        self._check_store(config, ref, context)
+        self._mount(wanted, config, ref)
 
     def _check_staged_elsewhere(self, mounts: list[MountEntry], wanted: StagedVolume, ref: VolumeRef) -> None:
         """One staging path per volume: a second daemon could not share the volume's cache dir."""
@@ -359,16 +372,20 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             if targets:
                 raise FailedPrecondition(f"volume {volume_id} is still published at {targets[0]}; "
                                          "NodeUnpublishVolume must come first")
-            problem = self.mounter.probe(staging)
-            if problem is None:
-                self._unmount(volume_id, staging)
-            else:
-                log.warning("volume %s at %s: %s; unmounting it; writes it acknowledged but did not upload stay in "
-                            "%s until the volume is staged on this node again", volume_id, staging, problem,
-                            self.state.cache_dir(volume_id))
-                self.mounter.detach_obsfs(staging)
-                self.state.forget(volume_id, clean=False)
+            self._take_down(volume_id, staging)
         return csi_pb2.NodeUnstageVolumeResponse()
+
+    def _take_down(self, volume_id: str, staging: str) -> None:
+        """Unmount the volume's daemon: drained through ``obsfs umount`` if it still answers."""
+        problem = self.mounter.probe(staging)
+        if problem is None:
+            self._unmount(volume_id, staging)
+            return
+        log.warning("volume %s at %s: %s; unmounting it; writes it acknowledged but did not upload stay in "
+                    "%s until the volume is staged on this node again", volume_id, staging, problem,
+                    self.state.cache_dir(volume_id))
+        self.mounter.detach_obsfs(staging)
+        self.state.forget(volume_id, clean=False)
 
     def _unmount(self, volume_id: str, staging: str) -> None:
         # Without a pid file, obsfs umount can only unmount and cannot wait for the daemon's flush,
@@ -394,6 +411,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         volume_id = _required(request.volume_id, "volume_id")
         target = self._path(request.target_path, "target_path")
         capability = _capability(request)
+        if is_ephemeral(request.volume_context):
+            self._publish_inline(request, target, capability, context)
+            return csi_pb2.NodePublishVolumeResponse()
         if not request.staging_target_path:
             raise FailedPrecondition("staging_target_path is missing: this plugin stages volumes, so "
                                      "NodeStageVolume must come first")
@@ -436,6 +456,29 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             self._bind(volume_id, staging, target, read_only)
         return csi_pb2.NodePublishVolumeResponse()
 
+    def _publish_inline(self, request: csi_pb2.NodePublishVolumeRequest, target: str,
+                        capability: csi_pb2.VolumeCapability, context: Any) -> None:
+        """An inline volume has no NodeStage: its daemon is mounted at the pod's target itself, with
+        the pod spec's volumeAttributes as the only description and nodePublishSecretRef's keys."""
+        params = parse_parameters(request.volume_context, "volumeAttributes key")
+        if params.shared_bucket is None:
+            raise InvalidArgument("an inline obsfs volume needs volumeAttributes 'bucket' (and optionally 'prefix', "
+                                  "the path in it)")
+        if params.path.pattern is not None:
+            raise InvalidArgument("volumeAttributes 'pathPattern' is for StorageClasses; give an inline volume "
+                                  "its 'prefix'")
+        ref = VolumeRef(params.shared_bucket, params.path.root)
+        secrets = self.default_secret.for_request(request.secrets)
+        config = store_config(secrets, NODE_PUBLISH_SECRET)
+        _checked_keys(secrets)
+        wanted = replace(_wanted(request.volume_id, target, capability, params.mount_options, config,
+                                 read_only=publish_read_only(capability, request.readonly)), source=ref.volume_id)
+        if not os.path.isdir(os.path.dirname(target)):
+            raise FailedPrecondition(f"the parent directory of target_path {target} does not exist; the CO "
+                                     "creates it")
+        with self.locks.hold(request.volume_id):
+            self._stage(wanted, config, ref, context)
+
     def _bind(self, volume_id: str, staging: str, target: str, read_only: bool) -> None:
         try:
             os.mkdir(target, 0o750)
@@ -461,6 +504,14 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         volume_id = _required(request.volume_id, "volume_id")
         target = self._path(request.target_path, "target_path")
         with self.locks.hold(volume_id):
+            record = self.state.load(volume_id)
+            if record is not None and record.source and record.staging_path == target:
+                # An inline volume: its own daemon serves the target; drain it, then unmount.
+                entry = mount_at(self.mounter.mounts(), target)
+                if entry is not None and is_volume_mount(entry, record_ref(record)):
+                    self._take_down(volume_id, target)
+                else:
+                    self.state.forget(volume_id, clean=False)
             # The mount table first: a stat of a target whose daemon hangs would hang as well.
             for _ in range(_MAX_STACKED):  # a bind may have been made twice over the same target
                 entry = mount_at(self.mounter.mounts(), target)
@@ -497,7 +548,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         if record is None:
             raise NotFound(f"volume {volume_id} is not staged on this node")
         entry = mount_at(self.mounter.mounts(), path)
-        if entry is None or not is_volume_mount(entry, parse_volume_id(record.volume_id)):
+        if entry is None or not is_volume_mount(entry, record_ref(record)):
             raise NotFound(f"volume {volume_id} is neither staged nor published at {path}")
         problems = []
         if (problem := self.mounter.probe(path)) is not None:
@@ -528,7 +579,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                              signature=record.signature, path_style=record.path_style,
                              socket_timeout=STATS_SOCKET_TIMEOUT, read_deadline=STATS_DEADLINE)
         try:
-            with open_volume(config, parse_volume_id(record.volume_id),
+            with open_volume(config, record_ref(record),
                              retry_budget(STATS_DEADLINE, context)) as volume:
                 objects, size = volume.usage()
                 try:
@@ -551,6 +602,16 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest, context: Any) -> csi_pb2.NodeGetInfoResponse:
         # No topology: every node reaches the store, so a volume may be used anywhere.
         return csi_pb2.NodeGetInfoResponse(node_id=self._node_id)
+
+
+def _wanted(volume_id: str, staging: str, capability: csi_pb2.VolumeCapability, options: Mapping[str, str],
+            config: StoreConfig, *, read_only: bool) -> StagedVolume:
+    """The record of a volume about to be mounted at ``staging``: what its daemon is to be given."""
+    flag_options, flags = parse_mount_flags(capability.mount.mount_flags)
+    return StagedVolume(
+        volume_id=volume_id, staging_path=staging, endpoint=config.endpoint, region=config.region,
+        signature=config.signature, path_style=config.path_style, fsgroup=mount_gid(capability),
+        read_only=read_only, options={**options, **flag_options}, flags=flags)
 
 
 def _difference(current: StagedVolume, wanted: StagedVolume) -> str:

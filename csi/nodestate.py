@@ -51,6 +51,9 @@ class StagedVolume:
     read_only: bool = False
     options: dict[str, str] = field(default_factory=dict)  # per-volume options (context, mount flags)
     flags: tuple[str, ...] = ()  # plain mount flags such as noatime
+    # An inline (ephemeral) volume: its BUCKET[/PREFIX], as its volume id is kubelet's own name,
+    # and its staging path is the pod's target path. "" for a persistent volume.
+    source: str = ""
 
     def encode(self) -> bytes:
         doc = asdict(self)

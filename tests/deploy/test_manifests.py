@@ -135,7 +135,8 @@ def test_overlay_validates_strictly(overlay: Path, version: str) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_examples_validate_strictly(version: str) -> None:
     examples = load_examples()
-    assert {"secret.yaml", "pvc-pod.yaml", "rwx-two-writers.yaml", "static-pv.yaml", "read-only.yaml"} <= set(examples)
+    assert {"secret.yaml", "pvc-pod.yaml", "rwx-two-writers.yaml", "static-pv.yaml", "read-only.yaml",
+            "inline-pod.yaml"} <= set(examples)
     errors, unchecked = validation_problems([o for objs in examples.values() for o in objs], version)
     assert not errors, "\n".join(errors)
     assert not unchecked
@@ -363,6 +364,21 @@ def test_example_volumes_are_well_formed() -> None:
         assert claim["spec"]["storageClassName"] in classes | {""}
     assert any("ReadWriteMany" in c["spec"]["accessModes"] and c["spec"]["storageClassName"]
                for c in find(objs, "PersistentVolumeClaim"))
+
+
+def test_inline_volume_examples_are_well_formed() -> None:
+    examples = load_examples()
+    inline = [volume["csi"] for pod in find(examples["inline-pod.yaml"], "Pod") for volume in pod["spec"]["volumes"]
+              if "csi" in volume]
+    assert inline
+    secrets_here = {s["metadata"]["name"] for s in find(examples["inline-pod.yaml"], "Secret")}
+    for source in inline:
+        assert source["driver"] == DRIVER_NAME
+        params = parse_parameters(source["volumeAttributes"], "volumeAttributes key")  # what NodePublish checks
+        assert params.shared_bucket and params.path.pattern is None
+        assert source["nodePublishSecretRef"]["name"] in secrets_here  # resolved in the pod's namespace
+    driver = one(render(BASE), "CSIDriver")
+    assert "Ephemeral" in driver["spec"]["volumeLifecycleModes"] and driver["spec"]["podInfoOnMount"]
 
 
 # What Kubernetes 1.11 lacks, of what these manifests could plausibly use: API versions
