@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import logging
 import logging.handlers
 import os
@@ -24,7 +25,7 @@ import time
 
 import trio
 
-from obsfs import __version__, credentials
+from obsfs import __version__, control, credentials
 from obsfs.credentials import SECRET_ENV_NAMES, Credentials
 from obsfs.errors import (
     AccessDenied,
@@ -36,6 +37,7 @@ from obsfs.errors import (
 )
 from obsfs.mount import MountSpec, check_mountpoint, remove_state, serve, state_file, write_state
 from obsfs.options import join_option, parse_options, parse_source
+from obsfs.status import Report, render
 
 log = logging.getLogger("obsfs")
 
@@ -51,7 +53,7 @@ def exit_code_for(exc: BaseException) -> int:
     return 1
 
 
-COMMANDS = ("mount", "umount")
+COMMANDS = ("mount", "umount", "status")
 
 
 def with_command(argv: list[str]) -> list[str]:
@@ -86,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     umount = sub.add_parser("umount", help="flush, unmount and wait for the daemon to exit")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the flush")
+    status = sub.add_parser("status", help="what a mount has waiting for upload, and its last errors")
+    status.add_argument("mountpoint")
+    status.add_argument("--json", action="store_true", help="the daemon's report as JSON")
     return parser
 
 
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "umount":
             return umount(args.mountpoint, args.timeout)
+        if args.command == "status":
+            return show_status(args.mountpoint, args.json)
         return mount(args)
     except ObsfsError as exc:
         print(f"obsfs: {exc}", file=sys.stderr)
@@ -215,6 +222,21 @@ def _is_zombie(pid: int) -> bool:
             return stream.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def show_status(mountpoint: str, as_json: bool) -> int:
+    """Ask the mount's daemon for its report over its control socket, and print it."""
+    path = state_file(mountpoint, "sock")
+    try:
+        body = control.fetch(str(path), "/status")
+    except OSError as exc:
+        raise ConfigError(f"{mountpoint}: no obsfs daemon answers there ({exc.strerror or exc}); is it "
+                          "mounted with obsfs?") from None
+    if as_json:
+        print(body.decode())
+    else:
+        print(render(Report.from_json(json.loads(body))))
+    return 0
 
 
 def umount(mountpoint: str, timeout: float) -> int:

@@ -8,8 +8,10 @@ the normal way to stop (kubelet sends SIGTERM), so they flush and exit 0, unlike
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
+import json
 import logging
 import math
 import os
@@ -23,6 +25,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from obsfs import control
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import StoreConfig
 from obsfs.backend.obs import ObsStore
@@ -33,10 +36,12 @@ from obsfs.journal import Journal
 from obsfs.layout import Layout
 from obsfs.meta import Defaults
 from obsfs.metacache import MetaCache
-from obsfs.options import MountOptions, default_owner
+from obsfs.metrics import Metrics
+from obsfs.options import ListenAddress, MountOptions, default_owner
 from obsfs.readcache import ReadCache
 from obsfs.reader import CHUNK, ChunkReader
 from obsfs.staging import StagingArea
+from obsfs.status import SHOWN_FILES, Report
 
 log = logging.getLogger(__name__)
 
@@ -207,15 +212,41 @@ def raise_readahead(dev: int, kib: int = 1024) -> None:
         log.info("could not raise %s: %s", path, exc)
 
 
+def watch(metrics: Metrics, fs: Filesystem, read_cache: ReadCache) -> None:
+    """The gauges, read from the live state at each scrape."""
+    metrics.watch(metrics.dirty_bytes, lambda: fs.writeback.queued_bytes)
+    metrics.watch(metrics.dirty_files, lambda: len(fs.writeback.pending()))
+    metrics.watch(metrics.uploading_files, lambda: fs.writeback.active)
+    metrics.watch(metrics.oldest_dirty, fs.writeback.oldest_age)
+    metrics.watch(metrics.cache_bytes, lambda: read_cache.used)
+    metrics.cache_limit.set(read_cache.capacity)
+
+
+def status_json(spec: MountSpec, metrics: Metrics, fs: Filesystem, read_cache: ReadCache) -> bytes:
+    """The daemon's side of ``obsfs status``."""
+    waiting = fs.writeback.waiting()
+    report = Report(
+        mountpoint=spec.mountpoint, source=spec.bucket + (f":/{spec.prefix}" if spec.prefix else ""),
+        dirty_files=len(waiting), dirty_bytes=fs.writeback.queued_bytes, uploading=fs.writeback.active,
+        oldest_dirty_seconds=fs.writeback.oldest_age(), store_silence_seconds=metrics.store_silence_seconds(),
+        cache_bytes=read_cache.used, cache_limit=read_cache.capacity,
+        pending=[(node.path or "(deleted)", size) for node, size in waiting[:SHOWN_FILES]],
+        recent_errors=list(metrics.recent_errors.entries))
+    return json.dumps(dataclasses.asdict(report)).encode()
+
+
 async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) -> int:
     """Mount and serve until unmounted or signalled; returns the process exit code."""
     opts = spec.options
+    metrics = Metrics()
     store = ObsStore(store_config(opts, creds), spec.bucket)
     astore = AsyncStore(store, read_deadline=opts.deadline, write_deadline=opts.write_deadline,
-                        data_threads=max(4, opts.parallel_count))
+                        data_threads=max(4, opts.parallel_count), metrics=metrics)
     layout = Layout.for_prefix(spec.prefix)
     await astore.check_access(layout.prefix)
     with contextlib.ExitStack() as stack:
+        logging.getLogger("obsfs").addHandler(metrics.recent_errors)
+        stack.callback(logging.getLogger("obsfs").removeHandler, metrics.recent_errors)
         cache_dir = Path(opts.cache_dir or default_cache_dir(spec))
         stack.enter_context(lock_cache_dir(cache_dir))
         journal = Journal(cache_dir / "journal.db")
@@ -226,7 +257,12 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         meta_cache = MetaCache(cache_dir / "meta.db")
         stack.callback(meta_cache.close)
         reader = ChunkReader(astore, read_cache)
-        fs = Filesystem(astore, layout, staging, journal, reader, meta_cache, fs_config(opts))
+        fs = Filesystem(astore, layout, staging, journal, reader, meta_cache, fs_config(opts), metrics)
+        watch(metrics, fs, read_cache)
+        routes = control.Routes(metrics=metrics.exposition,
+                                status=lambda: status_json(spec, metrics, fs, read_cache))
+        listen = [ListenAddress(path=str(state_path(spec.mountpoint, "sock")))]
+        listen += [opts.metrics] if opts.metrics else []
         await fs.recover()
         pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
         failed: list[str] = []
@@ -243,6 +279,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
             async with trio.open_nursery() as nursery:
                 fs.nursery = reader.nursery = nursery
                 await nursery.start(fs.writeback.run)
+                await nursery.start(control.serve, listen, routes)
                 nursery.start_soon(_signals, stop)
                 nursery.start_soon(_verify_mounted, spec.mountpoint, ready)
                 with serving:

@@ -112,6 +112,32 @@ def _ssl_verify(value: str | None) -> bool | str:
         return value  # a CA bundle path
 
 
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where to listen: a unix socket path, or a TCP host and port."""
+
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host or '*'}:{self.port}"
+
+
+def parse_listen_address(text: str | None) -> ListenAddress:
+    """``unix:/PATH``, ``HOST:PORT``, ``:PORT`` or ``[IPv6]:PORT``."""
+    text = text or ""
+    if text.startswith("unix:"):
+        path = text[len("unix:"):]
+        if not os.path.isabs(path):
+            raise ValueError(f"{text!r}: the socket path must be absolute")
+        return ListenAddress(path=path)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdecimal() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT, :PORT or unix:/PATH")
+    return ListenAddress(host=host.strip("[]"), port=int(port))
+
+
 @dataclass
 class MountOptions:
     """Everything ``-o`` can set. Field names are the option names (aliases in ``ALIASES``)."""
@@ -150,6 +176,7 @@ class MountOptions:
     max_dirty: int = 1 << 30
     drain_deadline: float = 600.0
     fsname: str | None = None
+    metrics: ListenAddress | None = None  # where Prometheus may scrape this mount (off by default)
     kernel_flags: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -169,6 +196,7 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "readwrite_timeout": _float, "upload_workers": _int, "cache_size": _cache_mb, "hide": _names,
     "upload_delay": _float,
     "max_dirty": _size_mb, "drain_deadline": _float, "fsname": _str,
+    "metrics": parse_listen_address,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}

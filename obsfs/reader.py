@@ -60,6 +60,7 @@ class ChunkReader:
     def __init__(self, store: AsyncStore, read_cache: ReadCache) -> None:
         self.store = store
         self.read_cache = read_cache
+        self.metrics = store.metrics
         self.nursery: trio.Nursery | None = None  # set by mount.py; readahead and cache writes run here
         self._flights: dict[ChunkId, ChunkFlight] = {}
         self._recent: LRUCache[ChunkId, Chunk] = LRUCache(RECENT_CHUNKS)
@@ -102,6 +103,7 @@ class ChunkReader:
             return recent
         cached = self.read_cache.get(*chunk)
         if cached is not None:
+            self.metrics.from_disk_cache.inc(len(cached))
             self._recent[chunk] = cached
             return cached
         flight = self._flights.get(chunk)

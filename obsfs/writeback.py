@@ -22,6 +22,7 @@ import trio
 
 from obsfs.errors import ObsfsError
 from obsfs.inodes import Node
+from obsfs.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,10 @@ MAX_RETRY_DELAY = 60.0
 
 class WriteBack:
     def __init__(self, upload: Callable[[Node], Awaitable[None]], *, workers: int, delay: float,
-                 max_dirty: int) -> None:
+                 max_dirty: int, metrics: Metrics | None = None) -> None:
         self._upload = upload
+        self.metrics = metrics or Metrics()
+        self._since: dict[Node, float] = {}  # pending nodes -> trio time they first became pending
         self.workers = workers
         self.delay = delay
         self.max_dirty = max_dirty
@@ -48,11 +51,28 @@ class WriteBack:
 
     # -- state -----------------------------------------------------------------------------
     def _count(self, node: Node, size: int | None) -> None:
-        """Set (or with None, drop) the bytes ``node`` will send, keeping the sum."""
+        """Set (or with None, drop) the bytes ``node`` will send, keeping the sum, and since when
+        it has been waiting."""
         self.queued_bytes -= self._bytes.pop(node, 0)
         if size is not None:
             self._bytes[node] = size
             self.queued_bytes += size
+            self._since.setdefault(node, trio.current_time())
+        else:
+            self._since.pop(node, None)
+
+    @property
+    def active(self) -> int:
+        """Uploads running now."""
+        return len(self._active)
+
+    def oldest_age(self) -> float:
+        """Seconds the longest-waiting pending node has waited (0: none)."""
+        return trio.current_time() - min(self._since.values()) if self._since else 0.0
+
+    def waiting(self) -> list[tuple[Node, int]]:
+        """Pending nodes and the bytes each will send, the longest-waiting first."""
+        return [(node, self._bytes.get(node, 0)) for node in sorted(self._since, key=self._since.__getitem__)]
 
     def busy(self, node: Node) -> bool:
         return node in self._due or node in self._active
@@ -148,6 +168,8 @@ class WriteBack:
             async for node in receive:
                 self._attempts += 1
                 attempt = self._attempts
+                if self._failures.get(node):
+                    self.metrics.upload_retries.inc()
                 version = node.staged.version if node.staged is not None else -1
                 error: BaseException | None = None
                 try:
@@ -157,6 +179,7 @@ class WriteBack:
                 finally:
                     self._active.discard(node)
                 self._last[node] = (version, error, attempt)
+                self.metrics.upload_attempts.labels("failed" if error is not None else "ok").inc()
                 if error is not None:
                     failures = self._failures.get(node, 0) + 1
                     self._failures[node] = failures

@@ -32,6 +32,7 @@ from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore
 from obsfs.backend.retry import acall_with_retry, call_with_retry
 from obsfs.deadline import Reachability
 from obsfs.errors import ObsfsError, StoreStopped, TemporaryFailure
+from obsfs.metrics import Metrics
 
 T = TypeVar("T")
 
@@ -40,8 +41,11 @@ class AsyncStore:
     """Trio-facing wrapper; one per mount."""
 
     def __init__(self, store: ObjectStore, *, read_deadline: float, write_deadline: float,
-                 meta_threads: int = 32, data_threads: int = 8, bulk_threads: int = 16) -> None:
+                 meta_threads: int = 32, data_threads: int = 8, bulk_threads: int = 16,
+                 metrics: Metrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
+        store.observer = self.metrics.store_request
         self.bucket = store.bucket
         self.read_deadline = read_deadline
         self.write_deadline = write_deadline
@@ -147,9 +151,10 @@ class AsyncStore:
     async def get_range(self, key: str, start: int, length: int, *, etag: str | None = None,
                         until: float | None = None) -> bytearray:
         """``until``: give up at this trio time instead of one read deadline from now."""
-        return await self._run(f"GET {key}",
-                               functools.partial(self.store.get_range, key, start, length, etag=etag),
+        data = await self._run(f"GET {key}", functools.partial(self.store.get_range, key, start, length, etag=etag),
                                data=True, until=until)
+        self.metrics.from_store.inc(len(data))
+        return data
 
     async def get_to_file(self, key: str, path: str, *, etag: str | None = None) -> int:
         """Download into the existing local file ``path``. Each attempt's thread opens the file
@@ -164,7 +169,9 @@ class AsyncStore:
             finally:
                 os.close(fd)
 
-        return await self._run(f"GET {key}", download, data=True)
+        size = await self._run(f"GET {key}", download, data=True)
+        self.metrics.from_store.inc(size)
+        return size
 
     async def put_file(self, key: str, path: str, *, metadata: Mapping[str, str], content_type: str,
                        if_match: str | None = None, if_none_match: bool = False) -> str:

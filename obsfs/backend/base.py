@@ -9,7 +9,7 @@ headers, so a quoted ETag would never match.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -62,6 +62,8 @@ class ObjectStore(abc.ABC):
     """Blocking access to one bucket."""
 
     bucket: str
+    # Told of every request's answer, from the thread that made it: (operation, outcome, seconds).
+    observer: Callable[[str, str, float], None] | None = None
 
     # -- objects ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -94,6 +94,28 @@ def classify(status: int, code: str | None, what: str, key: str | None) -> Store
     return InvalidRequest(detail, status=status, code=code, key=key)
 
 
+def operation_of(what: str) -> str:
+    """The operation a request describes (``"HEAD key"``, ``"upload part 3 of key"``) as a metric
+    label: its words up to the key, lower case, joined by ``_``. A fixed set, never a key."""
+    words = what.split(" ")
+    if words[0].isupper():  # HEAD, GET, PUT, COPY, DELETE, LIST (and "HEAD bucket", "LIST bucket")
+        return "_".join(w.lower() for w in words[:2] if w in (words[0], "bucket"))
+    return "_".join(words[:2])
+
+
+def outcome_of(exc: StoreError) -> str:
+    """A failed request as a metric label: what kind of answer the store gave, if any."""
+    if isinstance(exc, NotFound):
+        return "not_found"
+    if isinstance(exc, PreconditionFailed):
+        return "precondition_failed"
+    if isinstance(exc, AccessDenied | BadCredentials):
+        return "denied"
+    if isinstance(exc, TemporaryFailure):
+        return "unanswered" if exc.status is None else "server_error"
+    return "error"
+
+
 def _transport_error(exc: BaseException, what: str, key: str | None) -> StoreError:
     if isinstance(exc, ssl.SSLError):
         return InvalidRequest(f"{what}: TLS failed: {exc}", key=key)
@@ -172,18 +194,34 @@ class ObsStore(ObjectStore):
         return headers
 
     def _call(self, what: str, key: str | None, fn: Callable[[], Any], *, ok404: bool = False) -> Any:
-        """One attempt: run the SDK call and raise our error type for anything but success."""
+        """One attempt: run the SDK call and raise our error type for anything but success; tell
+        the observer (metrics) how it went and how long the store took to answer."""
+        start = time.monotonic()
+        outcome = "ok"
         try:
-            resp = fn()
+            resp = self._attempt(what, key, fn)
+            if resp.status >= 300 and not (ok404 and resp.status == 404):
+                raise classify(resp.status, resp.errorCode, what, key)
+            if resp.status == 404:
+                outcome = "not_found"
+            return resp
+        except StoreError as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(operation_of(what), outcome, time.monotonic() - start)
+
+    @staticmethod
+    def _attempt(what: str, key: str | None, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
         except StoreError:
             raise
         except (OSError, http.client.HTTPException) as exc:
             raise _transport_error(exc, what, key) from None
         except Exception as exc:  # the SDK raises bare Exception for bad arguments
             raise InvalidRequest(f"{what}: {exc}", key=key) from None
-        if resp.status < 300 or (ok404 and resp.status == 404):
-            return resp
-        raise classify(resp.status, resp.errorCode, what, key)
 
     # -- objects ---------------------------------------------------------------------------
     def head(self, key: str) -> ObjectInfo:
@@ -359,7 +397,7 @@ class ObsStore(ObjectStore):
 
     def _delete_batch(self, keys: list[str]) -> None:
         request = DeleteObjectsRequest(quiet=False, objects=[Object(key=k) for k in keys])
-        resp = self._call(f"DELETE {len(keys)} keys", None, lambda: self.client.deleteObjects(
+        resp = self._call(f"delete batch of {len(keys)} keys", None, lambda: self.client.deleteObjects(
             self.bucket, request, extensionHeaders=self._ext()))
         for err in getattr(resp.body, "error", None) or []:
             if err.code not in ("NoSuchKey",):

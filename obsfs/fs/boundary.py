@@ -52,22 +52,28 @@ def errno_for(exc: ObsfsError) -> int:
 def boundary(fn: F) -> F:
     """Translate every exception of a handler into a FUSEError, logging unexpected ones once."""
 
+    name = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(self: Any, *args: Any) -> Any:
+        metrics = self.metrics
+        metrics.fuse_operation(name)
         try:
             return await fn(self, *args)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as exc:
+            metrics.fuse_error(name, exc.errno)
             raise
         except OSError as exc:  # the cache disk: ENOSPC, EIO, ...
-            log.warning("%s: local cache: %s", fn.__name__, exc)
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            log.warning("%s: local cache: %s", name, exc)
+            err = exc.errno or errno.EIO
         except ObsfsError as exc:
             err = errno_for(exc)
             level = logging.DEBUG if err in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY) else logging.WARNING
-            log.log(level, "%s: %s", fn.__name__, exc)
-            raise pyfuse3.FUSEError(err) from None
+            log.log(level, "%s: %s", name, exc)
         except Exception:
-            log.exception("%s: unexpected error, answering EIO", fn.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            log.exception("%s: unexpected error, answering EIO", name)
+            err = errno.EIO
+        metrics.fuse_error(name, err)
+        raise pyfuse3.FUSEError(err) from None
 
     return cast(F, wrapper)

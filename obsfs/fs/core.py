@@ -24,6 +24,7 @@ from obsfs.layout import Layout, decode_name, is_under, join, name_of, parent_of
 from obsfs.links import link_count
 from obsfs.meta import Attrs, Defaults, attrs_from_object, implicit_dir_attrs, shown
 from obsfs.metacache import MetaCache
+from obsfs.metrics import Metrics
 from obsfs.reader import ChunkReader, ReadState
 from obsfs.staging import StagingArea
 
@@ -88,8 +89,9 @@ class FsCore(pyfuse3.Operations):
     # bucket would show with a stale size, and a listing's provisional mtime would stick.
 
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
-                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig) -> None:
+                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig, metrics: Metrics | None = None) -> None:
         super().__init__()
+        self.metrics = metrics or Metrics()
         self.store = store
         self.layout = layout
         self.staging = staging

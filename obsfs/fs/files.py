@@ -70,11 +70,15 @@ class OpenFiles(Uploads):
         # pyfuse3 replies from any contiguous buffer (PyObject_GetBuffer), its stub says bytes.
         handle = self._file_handle(fh)
         node = handle.node
+        data: bytes | memoryview
         if node.staged is not None:
-            return node.staged.read(off, size)
-        entry = node.entry
-        return await self.reader.read(handle.reading, self.layout.file_key(self._path(node)), entry.etag or "",
-                                      entry.attrs.size, off, size)
+            data = node.staged.read(off, size)
+        else:
+            entry = node.entry
+            data = await self.reader.read(handle.reading, self.layout.file_key(self._path(node)), entry.etag or "",
+                                          entry.attrs.size, off, size)
+        self.metrics.to_kernel.inc(len(data))
+        return data
 
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -88,6 +92,7 @@ class OpenFiles(Uploads):
                 await self._stage(node, truncate=False)
         assert node.staged is not None
         written = node.staged.write(off, buf)
+        self.metrics.from_kernel.inc(written)
         now = now_ns()
         node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(
             size=node.staged.size(), mtime_ns=now, ctime_ns=now))

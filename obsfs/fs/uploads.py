@@ -17,6 +17,7 @@ from obsfs.journal import DirtyRecord, Journal
 from obsfs.layout import Layout
 from obsfs.meta import Attrs, to_metadata
 from obsfs.metacache import MetaCache
+from obsfs.metrics import Metrics
 from obsfs.reader import ChunkReader
 from obsfs.staging import StagingArea
 from obsfs.upload import local_etags, upload_file
@@ -29,10 +30,10 @@ class Uploads(FsCore):
     """Dirty files: from close/fsync to the store, and back after a crash."""
 
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
-                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig) -> None:
-        super().__init__(store, layout, staging, journal, reader, meta_cache, config)
+                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig, metrics: Metrics | None = None) -> None:
+        super().__init__(store, layout, staging, journal, reader, meta_cache, config, metrics)
         self.writeback = WriteBack(self._upload, workers=config.upload_workers, delay=config.upload_delay,
-                                   max_dirty=config.max_dirty)
+                                   max_dirty=config.max_dirty, metrics=self.metrics)
 
 
     async def _commit(self, node: Node) -> None:
@@ -96,6 +97,7 @@ class Uploads(FsCore):
                     await self._keep_both(node, key, size, attrs, content_type)
                     return
                 etag = own
+            self.metrics.to_store.inc(size)
             staged.synced_version = max(staged.synced_version, version)
             staged.base_etag = etag
             node.kernel_etag = etag
@@ -136,6 +138,7 @@ class Uploads(FsCore):
         await upload_file(self.store, conflict_key, node.staged.path, size, metadata=to_metadata(attrs),
                           content_type=content_type, part_size=self.config.part_size,
                           parallel=self.config.parallel)
+        self.metrics.conflict_copies.inc()
         log.warning("%s was changed by another client while ours was waiting to upload; kept both: "
                     "theirs at %s, ours at %s", node.path, key, conflict_key)
         path = node.path

@@ -1,0 +1,117 @@
+"""What one mount counts, in Prometheus's terms, for dashboards, alerts and ``obsfs status``.
+
+Each daemon serves one mount, so each has its own registry (the CSI node plugin adds the volume id
+when it collects them all). Counters are bumped where things happen: the FUSE boundary, the
+reader, the upload path and every store request; gauges are read from the live state when a
+scrape asks, in the trio thread that owns that state. prometheus_client's counters are
+thread-safe, so the SDK's worker threads count their own requests.
+
+Label values are fixed sets (operation names, errno names, outcome names), never keys or paths,
+so a bucket with a million objects makes no more series than an empty one.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+# Seconds: HEADs on a LAN take ~1 ms, parts of a large upload several seconds.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RECENT_ERRORS = 20
+
+
+class RecentErrors(logging.Handler):
+    """The last warnings and errors the daemon logged, for ``obsfs status`` (the log file has
+    them all; this is what a person asking "what is wrong" wants first)."""
+
+    def __init__(self, size: int = RECENT_ERRORS) -> None:
+        super().__init__(logging.WARNING)
+        self.entries: collections.deque[tuple[float, str]] = collections.deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entries.append((record.created, record.getMessage()))
+
+
+class Metrics:
+    """The counters and gauges of one mount."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.read_bytes = Counter(
+            "obsfs_read_bytes", "Bytes read: answered to the kernel, and taken from the disk cache or the store",
+            ["source"], registry=r)
+        self.written_bytes = Counter(
+            "obsfs_written_bytes", "Bytes written: taken from the kernel into the write-back cache, and uploaded",
+            ["destination"], registry=r)
+        self.store_requests = Counter(
+            "obsfs_store_requests", "Requests to the object store, by operation and outcome",
+            ["operation", "outcome"], registry=r)
+        self.store_latency = Histogram(
+            "obsfs_store_request_seconds", "Time until the store answered a request (headers, not the body)",
+            ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.upload_attempts = Counter(
+            "obsfs_upload_attempts", "Uploads of a file's version started, by outcome; failed ones are retried",
+            ["outcome"], registry=r)
+        self.upload_retries = Counter(
+            "obsfs_upload_retries", "Upload attempts that retried an earlier failed one", registry=r)
+        self.conflict_copies = Counter(
+            "obsfs_conflict_copies", "Files kept under a conflict name because another client changed the "
+            "object first", registry=r)
+        self.fuse_operations = Counter(
+            "obsfs_fuse_operations", "FUSE requests served, by operation", ["operation"], registry=r)
+        self.fuse_errors = Counter(
+            "obsfs_fuse_errors", "FUSE requests answered with an error, by operation and errno",
+            ["operation", "errno"], registry=r)
+        self.dirty_bytes = Gauge("obsfs_dirty_bytes", "Bytes waiting for upload or uploading", registry=r)
+        self.dirty_files = Gauge("obsfs_dirty_files", "Files waiting for upload or uploading", registry=r)
+        self.uploading_files = Gauge("obsfs_uploading_files", "Files being uploaded now", registry=r)
+        self.oldest_dirty = Gauge(
+            "obsfs_oldest_dirty_seconds", "Age of the oldest write not yet in the store (0: none)", registry=r)
+        self.cache_bytes = Gauge("obsfs_cache_disk_bytes", "Bytes the read cache holds on disk", registry=r)
+        self.cache_limit = Gauge("obsfs_cache_disk_limit_bytes", "The read cache's size limit", registry=r)
+        self.store_silence = Gauge(
+            "obsfs_store_silence_seconds", "Seconds since the store last answered a request", registry=r)
+        # The children the hot paths bump, bound once: labels() costs a lock and a lookup.
+        self.to_kernel = self.read_bytes.labels("kernel")
+        self.from_disk_cache = self.read_bytes.labels("disk_cache")
+        self.from_store = self.read_bytes.labels("store")
+        self.from_kernel = self.written_bytes.labels("cache")
+        self.to_store = self.written_bytes.labels("store")
+        self.recent_errors = RecentErrors()
+        self._last_answer = time.monotonic()
+        self.store_silence.set_function(self.store_silence_seconds)
+        self._fuse_children: dict[str, Counter] = {}
+
+    # -- the hot paths keep their labelled children: one dict lookup instead of labels() -----
+    def fuse_operation(self, name: str) -> None:
+        child = self._fuse_children.get(name)
+        if child is None:
+            child = self._fuse_children[name] = self.fuse_operations.labels(name)
+        child.inc()
+
+    def fuse_error(self, name: str, err: int) -> None:
+        self.fuse_errors.labels(name, errno.errorcode.get(err, str(err))).inc()
+
+    def store_request(self, operation: str, outcome: str, seconds: float) -> None:
+        """One request's answer (called from the SDK's worker threads)."""
+        self.store_requests.labels(operation, outcome).inc()
+        self.store_latency.labels(operation).observe(seconds)
+        if outcome != "unanswered":
+            self._last_answer = time.monotonic()
+
+    def store_silence_seconds(self) -> float:
+        return time.monotonic() - self._last_answer
+
+    def watch(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Read ``gauge`` from live state at each scrape."""
+        gauge.set_function(read)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
