@@ -34,6 +34,9 @@ class Entry:
     content_type: str | None = None
     exact: bool = True  # False: mode/uid/mtime are defaults from a listing, a HEAD is due
     has_marker: bool = False  # directories: a "dir/" object exists
+    # directories: the zero-byte object at the name itself marks it (obsfs/dialects.py), so
+    # removing the directory removes that object too
+    object_marker: bool = False
     link_target: bytes | None = None
 
 

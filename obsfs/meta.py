@@ -104,6 +104,11 @@ def _integer(value: str | None, valid: range) -> int | None:
     return number if number is not None and number in valid else None
 
 
+def stored_mode(info: ObjectInfo) -> int | None:
+    """The mode an object's metadata holds, type bits included; None if absent or unusable."""
+    return _integer((info.metadata or {}).get("mode"), MODES)
+
+
 def parse_attrs(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> tuple[Attrs, list[str]]:
     """Attributes of a stored object, from its metadata where present, else the defaults; and the
     fields stored in a form we cannot show (``name='value'``), which got their defaults too."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import mimetypes
@@ -16,7 +17,8 @@ from cachetools import TTLCache
 
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
-from obsfs.errors import NotFound, ObsfsError, TemporaryFailure
+from obsfs.dialects import Kind, folder_key, marker_keys, object_kind
+from obsfs.errors import NotFound, ObsfsError, TemporaryFailure, first_error
 from obsfs.fs.boundary import FsError, ReadOnly
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.journal import Journal
@@ -122,10 +124,14 @@ class FsCore(pyfuse3.Operations):
         return Entry(Attrs(mode=self.config.root_mode, uid=d.uid, gid=d.gid, size=0,
                            mtime_ns=self.started_ns, ctime_ns=self.started_ns), has_marker=True)
 
-    def _object_entry(self, info: ObjectInfo, *, is_dir: bool) -> Entry:
+    def _object_entry(self, info: ObjectInfo, *, is_dir: bool, has_marker: bool | None = None,
+                      object_marker: bool = False) -> Entry:
+        """The entry an object gives; a directory's attributes come from its marker, which is a
+        ``dir/`` object unless ``has_marker`` says otherwise (another tool's marker)."""
         attrs = attrs_from_object(info, is_dir=is_dir, defaults=self.config.defaults)
         return Entry(attrs=attrs, etag=info.etag or None, content_type=info.content_type,
-                     exact=info.metadata is not None, has_marker=is_dir)
+                     exact=info.metadata is not None, has_marker=is_dir if has_marker is None else has_marker,
+                     object_marker=object_marker)
 
     def _file_entry(self, info: ObjectInfo) -> Entry:
         """The entry a file's HEAD gives; its exact attributes also go to the metadata cache."""
@@ -158,29 +164,66 @@ class FsCore(pyfuse3.Operations):
         for cached in [p for p in self.dir_cache if is_under(p, path)]:
             self.dir_cache.pop(cached, None)
 
+    def _marker_keys(self, path: str, entry: Entry) -> list[str]:
+        """The keys that may mark the directory at ``path``, its own and other tools' ones: what
+        removing it deletes, in one batch."""
+        return marker_keys(self.layout.file_key(path), self.layout.dir_key(path),
+                           object_marker=entry.object_marker)
+
     def _has_local_truth(self, node: Node | None) -> bool:
         return node is not None and (node.local_only or node.staged is not None)
 
     async def _fetch(self, path: str) -> Entry | None:
-        """Ask the store what ``path`` is: a file, a directory (marker or implicit), or nothing."""
+        """Ask the store what ``path`` is: a file, a directory (with its marker, another tool's
+        marker, or implicit), or nothing. A file costs one HEAD, as before directories of other
+        tools were read; what is not one costs the same time (obsfs/dialects.py)."""
         if not path:
             return self._root_entry()
         key = self.layout.file_key(path)
         try:
             info = await self.store.head(key)
         except NotFound:
-            pass
-        else:
+            return await self._fetch_dir(path)
+        kind = object_kind(info, has_children=None)
+        if kind is Kind.FILE:
             return self._file_entry(info)
+        # A zero-byte object that may mark a directory: keys below and a "dir/" marker decide.
         page = await self.store.list(prefix=key + "/", delimiter=None, max_keys=1)
-        if not page.objects and not page.prefixes:
-            return None
+        if kind is Kind.ASK and not page.objects and not page.prefixes:
+            return self._file_entry(info)
         if page.objects and page.objects[0].key == key + "/":
-            try:
+            with contextlib.suppress(NotFound):
+                return self._object_entry(await self.store.head(key + "/"), is_dir=True, object_marker=True)
+        return self._object_entry(info, is_dir=True, has_marker=False, object_marker=True)
+
+    async def _fetch_dir(self, path: str) -> Entry | None:
+        """``path`` where no object has its name: a directory if keys exist below it or its
+        ``_$folder$`` marker does. The HEAD of that marker runs alongside the LIST, so this costs
+        one request more than the LIST alone, but no more time."""
+        key = self.layout.file_key(path)
+        folder: ObjectInfo | None = None
+
+        async def head_folder() -> None:
+            nonlocal folder
+            marker = folder_key(key)
+            if marker is not None:
+                with contextlib.suppress(NotFound):
+                    folder = await self.store.head(marker)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(head_folder)
+                page = await self.store.list(prefix=key + "/", delimiter=None, max_keys=1)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        if page.objects and page.objects[0].key == key + "/":
+            with contextlib.suppress(NotFound):
                 return self._object_entry(await self.store.head(key + "/"), is_dir=True)
-            except NotFound:
-                pass
-        return Entry(implicit_dir_attrs(self.config.defaults, self.started_ns))
+        if folder is not None:
+            return self._object_entry(folder, is_dir=True, has_marker=False)
+        if page.objects or page.prefixes:
+            return Entry(implicit_dir_attrs(self.config.defaults, self.started_ns))
+        return None
 
     async def _stat(self, path: str, *, need_exact: bool = True, quick: bool = False) -> Entry | None:
         """The current entry for ``path``: local truth, then the cache, then one fetch at a time.

@@ -10,13 +10,14 @@ import pyfuse3
 import trio
 
 from obsfs.backend.base import ObjectInfo
+from obsfs.dialects import Child, Kind, children_of, object_kind
 from obsfs.errors import NotFound, ObsfsError
 from obsfs.fs.attributes import Attributes
 from obsfs.fs.boundary import FsError, boundary
 from obsfs.fs.core import NEGATIVE, DirHandle
 from obsfs.inodes import Entry
 from obsfs.layout import InvalidName, join, listed_name, name_of, parent_of
-from obsfs.meta import implicit_dir_attrs
+from obsfs.meta import Attrs, implicit_dir_attrs
 
 log = logging.getLogger(__name__)
 
@@ -34,41 +35,51 @@ class Listing(Attributes):
         return self._add_handle(DirHandle(node))
 
     async def _list_pages(self, path: str) -> dict[str, Entry]:
-        """The children the store lists, by name, with what the caches know of them."""
+        """The children the store lists, by name, with what the caches know of them. Other tools'
+        directory markers are read from the same pages (obsfs/dialects.py)."""
         prefix = self.layout.dir_key(path)
-        found: dict[str, Entry] = {}
+        objects: list[tuple[str, ObjectInfo]] = []
+        prefixes: list[str] = []
+        known: dict[str, tuple[Attrs, str | None]] = {}
         marker: str | None = None
         while True:
             page = await self.store.list(prefix=prefix, delimiter="/", marker=marker)
             # Attributes HEADed before (this mount or an earlier one) for the same ETag.
-            known = self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag)
+            known.update(self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag))
             for info in page.objects:
-                name = listed_name(prefix, info.key)
-                if name is None or (not path and name in self.config.hidden):
-                    continue  # the directory's own marker, a key we cannot show, or a reserved name
-                child = join(path, name)
-                cached = self.stat_cache.get(child)
-                if isinstance(cached, Entry) and cached.exact and cached.etag == info.etag:
-                    found[name] = cached
-                elif info.key in known:
-                    attrs, content_type = known[info.key]
-                    found[name] = Entry(attrs.with_changes(size=info.size), etag=info.etag,
-                                        content_type=content_type)
-                else:
-                    found[name] = self._object_entry(info, is_dir=False)
+                name = listed_name(prefix, info.key)  # None: the directory's own marker, or a key we cannot show
+                if name is not None:
+                    objects.append((name, info))
             for sub in page.prefixes:
                 name = listed_name(prefix, sub)
-                if name is None or name in found:
-                    continue
-                cached = self.stat_cache.get(join(path, name))
-                if isinstance(cached, Entry) and cached.attrs.is_dir:
-                    found[name] = cached
-                else:
-                    found[name] = Entry(implicit_dir_attrs(self.config.defaults, self.started_ns), exact=False)
+                if name is not None:
+                    prefixes.append(name)
             if page.next_marker is None:
                 break
             marker = page.next_marker
+        found: dict[str, Entry] = {}
+        for name, child in children_of(objects, prefixes).items():
+            if not path and name in self.config.hidden:
+                continue  # a reserved name
+            found[name] = self._listed_entry(join(path, name), child, known)
         return found
+
+    def _listed_entry(self, path: str, child: Child, known: dict[str, tuple[Attrs, str | None]]) -> Entry:
+        """What a listing says of one child, with what the caches know of it."""
+        cached = self.stat_cache.get(path)
+        info = child.obj
+        if info is not None and isinstance(cached, Entry) and cached.exact and cached.etag == info.etag:
+            return cached  # HEADed since it last changed: a file, or a directory its object marks
+        if child.is_dir:
+            if isinstance(cached, Entry) and cached.attrs.is_dir:
+                return cached
+            return Entry(implicit_dir_attrs(self.config.defaults, self.started_ns), exact=False,
+                         object_marker=child.object_marker)
+        assert info is not None  # a name is a file only by its object
+        if info.key in known:
+            attrs, content_type = known[info.key]
+            return Entry(attrs.with_changes(size=info.size), etag=info.etag, content_type=content_type)
+        return self._object_entry(info, is_dir=False)
 
     async def _list(self, path: str) -> list[tuple[str, Entry]]:
         """All children of ``path``: one LIST per 1000 keys, no HEAD; fills the caches."""
@@ -101,7 +112,9 @@ class Listing(Attributes):
             elif entry.exact or not isinstance(self.stat_cache.get(child), Entry):
                 self.stat_cache[child] = entry
         self.dir_cache[path] = {name: entry.attrs.is_dir for name, entry in found.items()}
-        self._prefetch([join(path, n) for n, e in found.items() if not e.exact])
+        # Files only: a directory's attributes are on a marker its lookup finds (a HEAD of the
+        # name would find nothing, or the zero-byte object that marks it).
+        self._prefetch([join(path, n) for n, e in found.items() if not e.exact and not e.attrs.is_dir])
         return sorted(found.items())
 
     def _prefetch(self, paths: list[str]) -> None:
@@ -135,7 +148,13 @@ class Listing(Attributes):
         self._stale.discard(path)
         try:
             if isinstance(result, ObjectInfo) and not stale:
-                self._remember(path, self._file_entry(result))
+                # Listed as a file, so nothing is below it: a zero-byte object may still say it
+                # is a directory (s3fs's application/x-directory without a slash).
+                if object_kind(result, has_children=False) is Kind.DIR:
+                    self._remember(path, self._object_entry(result, is_dir=True, has_marker=False,
+                                                            object_marker=True))
+                else:
+                    self._remember(path, self._file_entry(result))
             elif isinstance(result, ObsfsError) and not isinstance(result, NotFound):
                 log.debug("prefetch of %s failed: %s", path, result)
         finally:

@@ -121,7 +121,7 @@ class Namespace(Listing):
             raise FsError(errno.ENOTDIR)
         if not await self._is_empty_dir(path):
             raise FsError(errno.ENOTEMPTY, f"{path} is not empty")
-        await self.store.delete(self.layout.dir_key(path))
+        await self.store.delete_many(self._marker_keys(path, entry))
         self._forget_subtree(path)  # scans the caches: for directories only, not every unlink
         self._unlinked(path)
 

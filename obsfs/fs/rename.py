@@ -142,8 +142,8 @@ class Renames(Namespace):
         for node in pending:
             if node.path is not None:
                 self.layout.file_key(rebase(node.path, old, new))  # data not in the store yet
-        if target is not None and target.has_marker:
-            await self.store.delete(new_prefix)
+        if target is not None:  # an empty directory: its markers go, whoever wrote them
+            await self.store.delete_many(self._marker_keys(new, target))
 
         async def copy_one(info: ObjectInfo) -> None:
             head = await self.store.head(info.key)
@@ -163,7 +163,8 @@ class Renames(Namespace):
             # An implicit directory: give the new one a marker so it keeps existing once empty.
             await self.store.put_bytes(new_prefix, b"", metadata=to_metadata(source.attrs),
                                        content_type=DIR_CONTENT_TYPE)
-        await self.store.delete_many([info.key for info in keys])
+        # The old name's other markers go too: as in s3fs, the moved directory has a "dir/" marker.
+        await self.store.delete_many({info.key for info in keys} | set(self._marker_keys(old, source)))
         self.inodes.move(old, new)
         for path in [p for p in self.local_only if is_under(p, old)]:
             self.local_only[new + path[len(old):]] = self.local_only.pop(path)
@@ -174,4 +175,4 @@ class Renames(Namespace):
         self._forget_subtree(old)
         self._forget_subtree(new)
         self._remember(old, None)
-        self._remember(new, replace(source, has_marker=True))
+        self._remember(new, replace(source, has_marker=True, object_marker=False))
