@@ -1,10 +1,13 @@
 """The node service's hands: ``obsfs mount``/``umount``, bind mounts, unmounts, and a liveness probe.
 
 The node service decides; this class acts, so a test (or another platform) can hand the service
-another ``Mounter``. Every command runs as an argv list with ``/`` as working directory, never
-through a shell, with an environment from which any store keys are removed (obsfs strips them
-from its daemon too; stripping them here as well means no CSI process environment ever leaks
-into a mount). Failures become typed CSI errors carrying the command's own one-line message.
+another ``Mounter``. ``Mounter`` runs obsfs itself; ``SocketMounter`` has ``obsfs-mounter`` run
+it, so that the daemons outlive this process's container (``csi.mounterd``).
+
+Every command runs as an argv list with ``/`` as working directory, never through a shell,
+with an environment from which any store keys are removed (obsfs strips them from its daemon
+too; stripping them here as well means no CSI process environment ever leaks into a mount).
+Failures become typed CSI errors carrying the command's own one-line message.
 
 ``obsfs mount`` is never given a deadline tied to the CO's: if the CO gives up, the mount still
 finishes and the CO's retry finds it staged. The per-volume lock turns the retries that arrive

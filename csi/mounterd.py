@@ -57,7 +57,7 @@ class MounterService:
         self.path = socket_path
         self._kubelet_dir = kubelet_dir or None
         self._mounter = mounter or Mounter()
-        self._locks = VolumeLocks()
+        self.locks = VolumeLocks()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -90,10 +90,13 @@ class MounterService:
     def serve(self, conn: socket.socket) -> None:
         try:
             uid = peer_uid(conn)
+            conn.settimeout(REQUEST_TIMEOUT)
+            # Read the request even from a peer that is refused: closing on unread data would
+            # cut the client off before it reads why (EPIPE on its send).
+            line = conn.makefile("rb").readline(MAX_LINE + 1)
             if uid != 0:
                 raise PermissionDenied(f"only root may use the obsfs mounter; uid {uid} may not")
-            conn.settimeout(REQUEST_TIMEOUT)
-            request = parse_request(conn.makefile("rb").readline(MAX_LINE + 1))
+            request = parse_request(line)
             conn.settimeout(None)
             reply = answer(self.dispatch(request))
         except CsiError as exc:
@@ -113,7 +116,7 @@ class MounterService:
         mountpoint = kubelet_path(request.mountpoint, "mountpoint", self._kubelet_dir)
         if request.op == "alive":
             return {"alive": self._mounter.daemon_alive(mountpoint)}
-        with self._locks.hold(mountpoint):
+        with self.locks.hold(mountpoint):
             started = time.monotonic()
             if request.op == "mount":
                 code, message = self._mounter.run_obsfs(
