@@ -40,11 +40,13 @@ ENV PATH=/opt/obsfs/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # Fail the build, not the first mount, if a runtime library is missing: pyfuse3 loads libfuse3.
-RUN python -c "import pyfuse3, csi.main" && obsfs-csi --help >/dev/null && obsfs --help >/dev/null
+RUN python -c "import pyfuse3, csi.main" && obsfs-csi --help >/dev/null && obsfs --help >/dev/null \
+ && obsfs-mounter --help >/dev/null
 LABEL org.opencontainers.image.title="obsfs-csi" \
       org.opencontainers.image.description="CSI driver for Huawei OBS and S3-compatible buckets, mounted with obsfs" \
       org.opencontainers.image.licenses="Apache-2.0"
 # Root: the node service mounts (mount(2), /dev/fuse); the controller runs as any user.
 # tini as PID 1 reaps the obsfs daemons: each detaches from the `obsfs mount` that started it, is
-# re-parented to PID 1, and would otherwise stay a zombie after its unmount.
+# re-parented to PID 1, and would otherwise stay a zombie after its unmount. The mounter
+# DaemonSet runs the same image as `tini -- obsfs-mounter`, which is where the daemons live.
 ENTRYPOINT ["tini", "--", "obsfs-csi"]

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from csi import v0adapter
 from csi.controller import ControllerServicer
 from csi.defaultsecret import DefaultSecret
+from csi.errors import CsiError
 from csi.identity import Check, IdentityServicer, char_device_check, command_check, writable_dir_check
+from csi.mounter import Mounter, SocketMounter
 from csi.node import NodeServicer
 from csi.server import CsiServer, Registration
 from csi.v1 import csi_pb2_grpc
@@ -47,6 +49,9 @@ class DriverConfig:
     kubelet_dir: str = ""
     # The driver's own credential for requests without secrets (csi.defaultsecret); "" for none.
     credentials: str = ""
+    # obsfs-mounter's socket: the daemons are then its children, not ours (see csi.mounterd).
+    # Empty: run obsfs here, for a standalone plugin and when the daemons may die with it.
+    mounter_socket: str = ""
 
     @property
     def serves_node(self) -> bool:
@@ -67,6 +72,19 @@ class DriverConfig:
             raise ConfigError(f"--state-dir {self.state_dir!r} must be an absolute path")
         if self.kubelet_dir and not os.path.isabs(self.kubelet_dir):
             raise ConfigError(f"--kubelet-dir {self.kubelet_dir!r} must be an absolute path")
+        if self.mounter_socket and not os.path.isabs(self.mounter_socket):
+            raise ConfigError(f"--mounter-socket {self.mounter_socket!r} must be an absolute path")
+
+
+def mounter_check(mounter: SocketMounter) -> Check:
+    """Probe fails while the mounter does not answer: no volume can be staged or unstaged then."""
+    def check() -> str | None:
+        try:
+            mounter.hello()
+        except CsiError as exc:
+            return str(exc)
+        return None
+    return check
 
 
 class Driver:
@@ -79,9 +97,15 @@ class Driver:
         default.check()
         self.node: NodeServicer | None = None
         if config.serves_node:
-            checks = [char_device_check(FUSE_DEVICE), writable_dir_check(config.state_dir),
-                      *(command_check(name) for name in NODE_COMMANDS)]
-            self.node = NodeServicer(config.node_id, config.state_dir, config.kubelet_dir or None,
+            mounter: Mounter
+            if config.mounter_socket:  # /dev/fuse is the mounter's business then
+                mounter = SocketMounter(config.mounter_socket)
+                checks = [mounter_check(mounter)]
+            else:
+                mounter = Mounter()
+                checks = [char_device_check(FUSE_DEVICE)]
+            checks += [writable_dir_check(config.state_dir), *(command_check(name) for name in NODE_COMMANDS)]
+            self.node = NodeServicer(config.node_id, config.state_dir, config.kubelet_dir or None, mounter,
                                      default_secret=default)
         identity = IdentityServicer(config.driver_name, self.ready, checks)
         controller = ControllerServicer(default) if config.mode in ("controller", "all") else None

@@ -38,6 +38,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--credentials", default="",
                         help="the driver's default store credential, for requests without secrets: a mounted "
                              "Secret (one file per key) or a file of key=value lines, mode 0600 (default: none)")
+    parser.add_argument("--mounter-socket", default=env.get("OBSFS_MOUNTER_SOCKET", ""),
+                        help="have obsfs-mounter on this unix socket run the obsfs daemons, so that they "
+                             "outlive this process and its container (default: $OBSFS_MOUNTER_SOCKET; "
+                             "empty: run them here)")
     parser.add_argument("--grace-period", type=float, default=10.0,
                         help="seconds running calls get to finish on SIGTERM (default: 10)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         driver = Driver(DriverConfig(endpoint=args.endpoint, mode=args.mode, driver_name=args.driver_name,
                                      node_id=args.nodeid, state_dir=args.state_dir,
-                                     kubelet_dir=args.kubelet_dir, credentials=args.credentials))
+                                     kubelet_dir=args.kubelet_dir, credentials=args.credentials,
+                                     mounter_socket=args.mounter_socket))
         driver.start()
     except ConfigError as exc:
         print(f"obsfs-csi: {exc}", file=sys.stderr)

@@ -1,10 +1,13 @@
 """The node service's hands: ``obsfs mount``/``umount``, bind mounts, unmounts, and a liveness probe.
 
 The node service decides; this class acts, so a test (or another platform) can hand the service
-another ``Mounter``. Every command runs as an argv list with ``/`` as working directory, never
-through a shell, with an environment from which any store keys are removed (obsfs strips them
-from its daemon too; stripping them here as well means no CSI process environment ever leaks
-into a mount). Failures become typed CSI errors carrying the command's own one-line message.
+another ``Mounter``. ``Mounter`` runs obsfs itself; ``SocketMounter`` has ``obsfs-mounter`` run
+it, so that the daemons outlive this process's container (``csi.mounterd``).
+
+Every command runs as an argv list with ``/`` as working directory, never through a shell,
+with an environment from which any store keys are removed (obsfs strips them from its daemon
+too; stripping them here as well means no CSI process environment ever leaks into a mount).
+Failures become typed CSI errors carrying the command's own one-line message.
 
 ``obsfs mount`` is never given a deadline tied to the CO's: if the CO gives up, the mount still
 finishes and the CO's retry finds it staged. The per-volume lock turns the retries that arrive
@@ -16,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from csi import mounterproto
 from csi.errors import CsiError, Internal, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from csi.mountinfo import MountEntry, read_mounts
 from obsfs.credentials import SECRET_ENV_NAMES
@@ -55,6 +60,14 @@ def mount_error(code: int, message: str, log_path: str) -> CsiError:
     if code == 5:
         return Unavailable(f"{message} (check the secret key endpoint and the network; the CO will retry)")
     return Internal(f"obsfs mount failed with exit code {code}: {message}; the daemon's log is {log_path}")
+
+
+def mount_args(source: str, mountpoint: str, options: Sequence[str]) -> list[str]:
+    """The arguments of ``obsfs mount``; the options are ``-o`` items, already escaped."""
+    args = ["mount", source, mountpoint]
+    for option in options:
+        args += ["-o", option]
+    return args
 
 
 def _in_thread(fn: Callable[[], T], timeout: float) -> tuple[bool, T | OSError | None]:
@@ -133,14 +146,16 @@ class Mounter:
         return outcome if finished and isinstance(outcome, bool) else None
 
     # -- obsfs -----------------------------------------------------------------------------------
+    def run_obsfs(self, args: Sequence[str], timeout: float) -> tuple[int, str]:
+        """``obsfs ARGS``: its exit status and the last line it wrote to stderr."""
+        result = self._run([*OBSFS, *args], timeout)
+        return result.returncode, _last_line(result.stderr)
+
     def mount_obsfs(self, source: str, mountpoint: str, options: Sequence[str], log_path: str) -> None:
         """Run ``obsfs mount``; it returns once the mount answers, and its daemon outlives us."""
-        argv = [*OBSFS, "mount", source, mountpoint]
-        for option in options:
-            argv += ["-o", option]
-        result = self._run(argv, MOUNT_TIMEOUT)
-        if result.returncode != 0:
-            raise mount_error(result.returncode, _last_line(result.stderr), log_path)
+        code, message = self.run_obsfs(mount_args(source, mountpoint, options), MOUNT_TIMEOUT)
+        if code != 0:
+            raise mount_error(code, message, log_path)
 
     def unmount_obsfs(self, mountpoint: str) -> tuple[int, str]:
         """``obsfs umount``: the daemon uploads what is pending, unmounts and exits.
@@ -148,8 +163,7 @@ class Mounter:
         Returns its exit status (non-zero: some data was not uploaded, or the flush is still
         running) and its message.
         """
-        result = self._run([*OBSFS, "umount", mountpoint], UMOUNT_TIMEOUT)
-        return result.returncode, _last_line(result.stderr)
+        return self.run_obsfs(["umount", mountpoint], UMOUNT_TIMEOUT)
 
     def detach_obsfs(self, mountpoint: str) -> None:
         """Lazily unmount an obsfs mount whose daemon is gone."""
@@ -171,3 +185,62 @@ class Mounter:
 
     def unmount(self, path: str, lazy: bool = False) -> None:
         self._check(["umount", "-l", path] if lazy else ["umount", path], f"umount {path}")
+
+
+class SocketMounter(Mounter):
+    """A ``Mounter`` whose obsfs daemons are started and stopped by ``obsfs-mounter``.
+
+    The daemons then belong to the mounter's container, not to this plugin's, so a restart of
+    the plugin leaves them running (see ``csi.mounterd``). Everything that is a kernel call
+    stays here: bind mounts, unmounts, the probe and the mount table. Whether a daemon runs is
+    asked of the mounter, because its pid file and its pid mean something only there.
+    """
+
+    SLACK = 30.0  # on top of the mounter's own deadline for the command
+
+    def __init__(self, socket_path: str, probe_timeout: float = PROBE_TIMEOUT) -> None:
+        super().__init__(probe_timeout)
+        self.socket_path = socket_path
+
+    def call(self, op: str, timeout: float, **fields: object) -> dict[str, object]:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(timeout)
+                conn.connect(self.socket_path)
+                conn.sendall(mounterproto.encode(mounterproto.request(op, **fields)))
+                line = conn.makefile("rb").readline(mounterproto.MAX_LINE + 1)
+        except TimeoutError:
+            raise Unavailable(f"the obsfs mounter did not answer {op} within {timeout:.0f} s; the CO will "
+                              "retry") from None
+        except OSError as exc:
+            raise Unavailable(f"cannot reach the obsfs mounter at {self.socket_path} "
+                              f"({exc.strerror or exc}); check that the obsfs-csi-mounter pod runs on this "
+                              "node") from None
+        return mounterproto.parse_answer(line)
+
+    def hello(self) -> dict[str, object]:
+        return self.call("hello", self.probe_timeout)
+
+    def _command(self, op: str, timeout: float, **fields: object) -> tuple[int, str]:
+        result = self.call(op, timeout + self.SLACK, **fields)
+        code, message = result.get("exit"), result.get("message")
+        if not isinstance(code, int) or not isinstance(message, str):
+            raise Internal(f"the obsfs mounter's answer to {op} has no exit code and message")
+        return code, message
+
+    def mount_obsfs(self, source: str, mountpoint: str, options: Sequence[str], log_path: str) -> None:
+        code, message = self._command("mount", MOUNT_TIMEOUT, source=source, mountpoint=mountpoint,
+                                      options=list(options))
+        if code != 0:
+            raise mount_error(code, message, log_path)
+
+    def unmount_obsfs(self, mountpoint: str) -> tuple[int, str]:
+        return self._command("umount", UMOUNT_TIMEOUT, mountpoint=mountpoint)
+
+    def daemon_alive(self, mountpoint: str) -> bool | None:
+        try:
+            alive = self.call("alive", self.probe_timeout + self.SLACK, mountpoint=mountpoint).get("alive")
+        except CsiError as exc:
+            log.warning("cannot tell whether the daemon of %s runs: %s", mountpoint, exc)
+            return None
+        return alive if isinstance(alive, bool) else None

@@ -42,25 +42,25 @@ obsfs daemon runs in its own session and never notices; the mounts keep working.
 ``adopt`` matches the records against the mount table and logs what it re-adopted; since every
 call reads that state afresh, the new process serves the old volumes like its own.
 
-*The whole node-plugin container* (a DaemonSet rollout, an OOM kill of the container): the mounts
-live on in the host's mount namespace (kubelet's directory is mounted with Bidirectional
-propagation), and the records, credentials files and caches live on in ``--state-dir`` (a
-hostPath). The daemons do not: they run in the container's PID namespace and die with it, so
-every obsfs mount of the node turns into ENOTCONN. Writes the daemons had acknowledged are safe
-in the cache directories; the next daemon of each volume uploads them. ``adopt`` logs each dead
-volume, NodeGetVolumeStats reports it abnormal, and the next NodeStageVolume for it (kubelet
-sends one when it sets up the volume for a pod again, e.g. after the pod is restarted) unmounts
-the dead mount and mounts it again; the next NodePublishVolume replaces a dead bind at a target.
-Running pods keep seeing ENOTCONN until then.
+*The whole node-plugin container* (a DaemonSet rollout, an OOM kill of the container): with
+``--mounter-socket`` (the manifests' setting) the daemons are children of ``obsfs-mounter`` in
+a container of its own (see ``csi.mounterd`` and docs/survival.md), so they, and the mounts of
+running pods, live on. The mounts live on in the host's mount namespace (kubelet's directory
+is mounted with Bidirectional propagation), and the records, credentials files and caches in
+``--state-dir`` (a hostPath); ``adopt`` finds them as above.
 
-Making a container restart invisible to running pods needs the kernel's FUSE connection to
-outlive the daemon: either run the daemons outside the container (transient systemd units on the
-host, or one long-lived mount pod per volume), or have each daemon pass its ``/dev/fuse``
-descriptor to a holder that outlives the container and to the next daemon, which takes over the
-connection. That is the replaceable daemon the design notes plan for; it needs inode numbers and
-open handles that the next daemon can rebuild from the cache dir. Re-mounting at start-up alone
-would not help: a new mount at the staging path does not repair the binds in the pods, which
-still point at the dead connection.
+*The daemons* (the mounter's container ends, or one daemon crashes; also the plugin's own
+container when it runs obsfs itself): every obsfs mount concerned turns into ENOTCONN. Writes
+the daemons had acknowledged are safe in the cache directories; the next daemon of each volume
+uploads them. ``adopt`` logs each dead volume, NodeGetVolumeStats reports it abnormal, and the
+next NodeStageVolume for it (kubelet sends one when it sets up the volume for a pod again, e.g.
+after the pod is restarted) unmounts the dead mount and mounts it again; the next
+NodePublishVolume replaces a dead bind at a target. Running pods keep seeing ENOTCONN until
+then. Re-mounting at start-up alone would not help: a new mount at the staging path does not
+repair the binds in the pods, which still point at the dead connection. Keeping the kernel's
+FUSE connection across a daemon's death needs a holder of ``/dev/fuse`` that hands it to the
+next daemon, and inode numbers and open handles that the next daemon can rebuild from the
+cache dir (issue #14, items 2 and 3).
 """
 
 from __future__ import annotations

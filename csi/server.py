@@ -44,14 +44,14 @@ def socket_path(endpoint: str) -> str:
     return path
 
 
-def remove_stale_socket(path: str) -> None:
+def remove_stale_socket(path: str, flag: str = "--endpoint") -> None:
     """Delete a socket file that nobody listens on; refuse anything else at ``path``."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise ConfigError(f"{path} exists and is not a socket; remove it or choose another --endpoint")
+        raise ConfigError(f"{path} exists and is not a socket; remove it or choose another {flag}")
     with socket.socket(socket.AF_UNIX) as probe:
         try:
             probe.connect(path)

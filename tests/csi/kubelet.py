@@ -9,11 +9,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from csi.driver import DRIVER_NAME, Driver
 from csi.mounter import Mounter
@@ -22,6 +25,7 @@ from csi.v1 import csi_pb2, csi_pb2_grpc
 from tests.csi.helpers import MODE, mount_capability
 
 RPC_TIMEOUT = 60
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_root() -> Path:
@@ -93,6 +97,35 @@ class Kubelet:
     def stats(self, volume_id: str, path: str, timeout: float = RPC_TIMEOUT) -> csi_pb2.NodeGetVolumeStatsResponse:
         return self.node.NodeGetVolumeStats(csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=path),
                                             timeout=timeout)
+
+
+def start_plugin(root: Path, state_dir: Path, log: Path, wrapper: Sequence[str] = (),
+                 extra: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
+    """The real entry point in node mode, as the DaemonSet runs it, started through ``wrapper``
+    (e.g. unshare) with ``extra`` flags; returns once Probe says ready."""
+    endpoint = f"unix://{root / 'plugins' / DRIVER_NAME / 'csi.sock'}"
+    with log.open("ab") as stderr:
+        proc = subprocess.Popen([*wrapper, sys.executable, "-m", "csi.main", "--endpoint", endpoint,
+                                 "--nodeid", "node-1", "--mode", "node", "--state-dir", str(state_dir),
+                                 "--kubelet-dir", str(root), "--log-level", "DEBUG", *extra],
+                                cwd=REPO, stderr=stderr, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with grpc.insecure_channel(endpoint) as channel:
+                if csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=1).ready.value:
+                    return proc, endpoint
+        except grpc.RpcError:
+            pass
+        assert time.monotonic() < deadline, f"the plugin did not become ready:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def unmount_everything(root: Path) -> list[str]:

@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,17 +17,14 @@ from typing import Any
 import grpc
 import pytest
 
-from csi.driver import DRIVER_NAME
 from csi.mountinfo import mount_at, read_mounts
 from csi.v1 import csi_pb2, csi_pb2_grpc
 from obsfs.mount import state_file
 from tests.conftest import boto_client
 from tests.csi.helpers import rpc_error, store_secrets
-from tests.csi.kubelet import Kubelet, NodeEnv, make_root, remove_root, unmount_everything
+from tests.csi.kubelet import Kubelet, NodeEnv, make_root, remove_root, start_plugin, stop, unmount_everything
 from tests.mounting import fsync_tree
 from tests.s3server import S3Server, start_moto
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def daemon_pid(staging: str) -> int:
@@ -143,32 +139,6 @@ def test_an_unreachable_store_is_abnormal(node_env: NodeEnv, doomed_store: S3Ser
 
 
 # -- the plugin process ----------------------------------------------------------------------------
-
-def start_plugin(root: Path, state_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The real entry point in node mode, as the DaemonSet runs it; returns once Probe says ready."""
-    endpoint = f"unix://{root / 'plugins' / DRIVER_NAME / 'csi.sock'}"
-    with log.open("ab") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "csi.main", "--endpoint", endpoint, "--nodeid", "node-1",
-                                 "--mode", "node", "--state-dir", str(state_dir), "--kubelet-dir", str(root),
-                                 "--log-level", "DEBUG"], cwd=REPO, stderr=stderr, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            with grpc.insecure_channel(endpoint) as channel:
-                if csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=1).ready.value:
-                    return proc, endpoint
-        except grpc.RpcError:
-            pass
-        assert time.monotonic() < deadline, f"the plugin did not become ready:\n{log.read_text()}"
-        time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
 
 def test_mounts_survive_the_plugin_and_are_re_adopted(tmp_path: Path, s3: Any, bucket: str,
                                                       secrets: dict[str, str]) -> None:

@@ -198,6 +198,8 @@ def test_entrypoint_is_the_installed_console_script(stages: list[Stage]) -> None
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["obsfs-csi"] == "csi.main:main"
     assert "obsfs" in scripts, "the node service starts `obsfs mount`"
+    assert scripts["obsfs-mounter"] == "csi.mounterd:main", "deploy/kubernetes/mounter.yaml runs it"
+    assert any("obsfs-mounter --help" in run for run in final(stages).value("RUN")), "the build checks it starts"
     entrypoint = final(stages).value("ENTRYPOINT")
     assert [json.loads(e) for e in entrypoint] == [["tini", "--", "obsfs-csi"]]
     assert final(stages).apt_installs() >= CONTAINER_ONLY

@@ -79,12 +79,20 @@ def validation_problems(objs: list[Obj], version: str) -> tuple[list[str], list[
     return errors, unchecked
 
 
+# The same image runs obsfs-mounter in a container of its own, with this command.
+MOUNTER_COMMAND = ["tini", "--", "obsfs-mounter"]
+
+
 @functools.cache
-def driver_help() -> str:
-    out = subprocess.run([sys.executable, "-m", "csi.main", "--help"], cwd=REPO, capture_output=True, text=True,
+def help_text(module: str) -> str:
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def known_flags(module: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", help_text(module)))
 
 
 def workloads(objs: list[Obj]) -> list[PodSpec]:
@@ -92,7 +100,15 @@ def workloads(objs: list[Obj]) -> list[PodSpec]:
 
 
 def driver_pods(objs: list[Obj]) -> list[tuple[PodSpec, Obj]]:
-    return [(pod, c) for pod in workloads(objs) for c in pod.by_image(DRIVER_IMAGE)]
+    return [(pod, c) for pod in workloads(objs) for c in pod.by_image(DRIVER_IMAGE)
+            if c.get("command") != MOUNTER_COMMAND]
+
+
+def mounter_pod(objs: list[Obj]) -> tuple[PodSpec, Obj]:
+    found = [(pod, c) for pod in workloads(objs) for c in pod.by_image(DRIVER_IMAGE)
+             if c.get("command") == MOUNTER_COMMAND]
+    assert len(found) == 1, "expected one workload running obsfs-mounter"
+    return found[0]
 
 
 def node_pod(objs: list[Obj]) -> tuple[PodSpec, Obj]:
@@ -143,8 +159,8 @@ def test_examples_validate_strictly(version: str) -> None:
 
 
 def test_driver_flags_exist_in_its_help(overlay: Path) -> None:
-    text = driver_help()
-    known = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
+    text = help_text("csi.main")
+    known = known_flags("csi.main")
     modes = set(re.search(r"--mode \{([^}]*)\}", text)[1].split(","))  # type: ignore[index]
     pods = driver_pods(render(overlay))
     assert pods, f"no container runs the {DRIVER_IMAGE} image"
@@ -176,8 +192,8 @@ def check_node_sockets(objs: list[Obj]) -> None:
     assert mounts[0].get("mountPropagation") == "Bidirectional"
     assert pod.host_path(driver, kubelet_dir) == kubelet_dir
     assert driver.get("securityContext", {}).get("privileged") is True
-    assert pod.host_path(driver, "/dev/fuse") == "/dev/fuse"
     assert pod.env(driver).get("KUBELET_DIR", kubelet_dir) == kubelet_dir
+    check_mounter(objs, pod, driver)
 
     registrars = [c for c in pod.containers() if image_name(c["image"]) in REGISTRARS]
     assert len(registrars) == 1
@@ -200,6 +216,32 @@ def check_node_sockets(objs: list[Obj]) -> None:
     assert len(probes) == 1
     assert pod.host_path(probes[0], unix_path(flags(pod.args(probes[0]))["--csi-address"] or "")) == socket
     check_probe_port(pod, driver, probes[0])
+
+
+def check_mounter(objs: list[Obj], node: PodSpec, driver: Obj) -> None:
+    """obsfs-mounter runs the daemons: in a DaemonSet that is never rolled by itself, with what a
+    FUSE daemon needs, and with the node plugin's socket, kubelet directory and state directory
+    at the same host paths and the same paths inside."""
+    pod, mounter = mounter_pod(objs)
+    assert pod.owner["kind"] == "DaemonSet" and pod.owner is not node.owner
+    assert pod.owner["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert node.owner["spec"].get("updateStrategy", {}).get("type", "RollingUpdate") == "RollingUpdate"
+    assert "livenessProbe" not in mounter and "memory" not in mounter.get("resources", {}).get("limits", {})
+    assert mounter.get("securityContext", {}).get("privileged") is True
+    assert pod.host_path(mounter, "/dev/fuse") == "/dev/fuse"
+    mounter_args, driver_args = flags(pod.args(mounter)[len(MOUNTER_COMMAND):]), flags(node.args(driver))
+    kubelet_dir = node.config_maps["obsfs-csi-node"]["kubeletDir"]
+    assert mounter_args["--kubelet-dir"] == driver_args["--kubelet-dir"] == kubelet_dir
+    mounts = [m for m in mounter["volumeMounts"] if m["mountPath"] == kubelet_dir]
+    assert len(mounts) == 1 and mounts[0].get("mountPropagation") == "Bidirectional"
+    assert pod.host_path(mounter, kubelet_dir) == kubelet_dir
+    socket = mounter_args["--socket"] or ""
+    assert socket == driver_args["--mounter-socket"]
+    assert pod.host_path(mounter, socket) == node.host_path(driver, socket) is not None
+    state_dir = driver_args["--state-dir"] or ""
+    assert pod.host_path(mounter, state_dir) == node.host_path(driver, state_dir) is not None
+    unknown = set(mounter_args) - known_flags("csi.mounterd")
+    assert not unknown, f"obsfs-mounter has no flags {sorted(unknown)}"
 
 
 def check_probe_port(pod: PodSpec, driver: Obj, probe: Obj) -> None:
@@ -246,9 +288,9 @@ def test_kubelet_dir_is_set_in_one_place(tmp_path: Path) -> None:
         "components": [f"{base}/components/kubelet-dir"],
     }))
     objs = kustomize(tmp_path)
-    daemonset = json.dumps(one(objs, "DaemonSet"))
-    assert "/var/lib/kubelet" not in daemonset
-    assert elsewhere in daemonset
+    for daemonset in map(json.dumps, find(objs, "DaemonSet")):
+        assert "/var/lib/kubelet" not in daemonset
+        assert elsewhere in daemonset
     check_node_sockets(objs)
 
 
@@ -459,9 +501,9 @@ def test_openshift_grants_the_scc_to_the_node_service_account() -> None:
         scc = one(objs, "SecurityContextConstraints")
         assert scc["allowPrivilegedContainer"] is True and scc["allowHostDirVolumePlugin"] is True
         assert "hostPath" in scc["volumes"]
-        pod, _ = node_pod(objs)
-        account = pod.spec["serviceAccountName"]
-        namespace = pod.owner["metadata"]["namespace"]
-        assert f"system:serviceaccount:{namespace}:{account}" in scc["users"]
-        volume_types = {next(k for k in v if k != "name") for v in pod.spec["volumes"]}
-        assert volume_types <= set(scc["volumes"])
+        for pod, _ in (node_pod(objs), mounter_pod(objs)):
+            account = pod.spec["serviceAccountName"]
+            namespace = pod.owner["metadata"]["namespace"]
+            assert f"system:serviceaccount:{namespace}:{account}" in scc["users"]
+            volume_types = {next(k for k in v if k != "name") for v in pod.spec["volumes"]}
+            assert volume_types <= set(scc["volumes"])
