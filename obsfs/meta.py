@@ -2,8 +2,12 @@
 
 s3fs stores ``mode`` (decimal st_mode with the type bits), ``uid``, ``gid`` and ``mtime``
 (seconds, optionally ``.nanoseconds``) as user metadata; we read and write the same names so a
-bucket can be shared with s3fs. Objects written by other tools have none of these; they get the
-mount's defaults, and ``exact`` stays False until a HEAD has shown what is really stored.
+bucket can be shared with s3fs. FIFOs, sockets and device nodes are empty objects whose mode has
+their type bits, as s3fs makes them. s3fs keeps no device number (its devices show st_rdev 0);
+ours goes in an ``rdev`` field of our own, which s3fs ignores (docs/posix.md).
+
+Objects written by other tools have none of these; they get the mount's defaults, and ``exact``
+stays False until a HEAD has shown what is really stored.
 
 Other tools also write these names with values we cannot show: a negative or 64-bit mode or
 owner, an mtime in milliseconds, text. The kernel, pyfuse3 and our SQLite caches hold 16-bit
@@ -31,6 +35,12 @@ NS = 1_000_000_000
 MODES = range(0o177777 + 1)  # the kernel keeps st_mode in 16 bits: type and permission bits
 IDS = range(2**32 - 1)  # uid_t; 2**32 - 1 is (uid_t)-1, which chown takes as "no change", not an owner
 TIMES_NS = range(-(2**63), 2**63)  # nanoseconds in an int64, as pyfuse3 and SQLite's INTEGER hold them
+# FUSE carries a device number in 32 bits (fuse_attr.rdev: 12 bits major, 20 minor, the kernel's
+# encoding, which glibc's makedev shares for every number Linux has).
+RDEVS = range(2**32)
+# The kinds a file key can hold; anything else in a stored mode shows as a regular file.
+FILE_KINDS = frozenset({stat.S_IFREG, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
+SPECIAL_KINDS = frozenset({stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
 
 # Plain ASCII decimals, as s3fs writes them. int() would also take "1_000" and other scripts'
 # digits, and raises on more than 4,300 digits; no representable value has more than 20.
@@ -63,6 +73,7 @@ class Attrs:
     size: int
     mtime_ns: int
     ctime_ns: int
+    rdev: int = 0  # the device of a character or block device node; 0 for everything else
 
     @property
     def kind(self) -> int:
@@ -109,6 +120,12 @@ def stored_mode(info: ObjectInfo) -> int | None:
     return _integer((info.metadata or {}).get("mode"), MODES)
 
 
+def device_number(mode: int, rdev: int) -> int:
+    """What st_rdev shows: a device node's number; nothing for other kinds, as Linux file systems
+    keep none for them whatever mknod was given."""
+    return rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
+
+
 def parse_attrs(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> tuple[Attrs, list[str]]:
     """Attributes of a stored object, from its metadata where present, else the defaults; and the
     fields stored in a form we cannot show (``name='value'``), which got their defaults too."""
@@ -118,21 +135,24 @@ def parse_attrs(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> tuple[
     gid = _integer(meta.get("gid"), IDS)
     mtime = parse_time_ns(meta.get("mtime"))
     ctime = parse_time_ns(meta.get("ctime"))
-    parsed = {"mode": mode, "uid": uid, "gid": gid, "mtime": mtime, "ctime": ctime}
+    rdev = _integer(meta.get("rdev"), RDEVS)
+    parsed = {"mode": mode, "uid": uid, "gid": gid, "mtime": mtime, "ctime": ctime, "rdev": rdev}
     unusable = [f"{name}={meta[name]!r}" for name, value in parsed.items() if value is None and name in meta]
-    # The kind comes from the key, not from the stored type bits: other tools write modes without
-    # them, or a file's on a dir marker; their permission bits are still good.
+    # A key ending in "/" is a directory whatever its stored type bits say: other tools write
+    # modes without them, or a file's on a dir marker; their permission bits are still good.
+    # Any other key holds one of FILE_KINDS; without type bits, or with a directory's, a regular file.
     if is_dir:
         perm = stat.S_IMODE(mode) if mode is not None else DEFAULT_DIR_PERM
         mode = stat.S_IFDIR | perm
     elif mode is None:
         mode = stat.S_IFREG | DEFAULT_FILE_PERM
-    elif stat.S_IFMT(mode) not in (stat.S_IFREG, stat.S_IFLNK):
+    elif stat.S_IFMT(mode) not in FILE_KINDS:
         mode = stat.S_IFREG | stat.S_IMODE(mode)
     if mtime is None:
         mtime = int(info.last_modified * NS)
     attrs = Attrs(mode=mode, uid=defaults.uid if uid is None else uid, gid=defaults.gid if gid is None else gid,
-                  size=info.size, mtime_ns=mtime, ctime_ns=ctime if ctime is not None else mtime)
+                  size=info.size, mtime_ns=mtime, ctime_ns=ctime if ctime is not None else mtime,
+                  rdev=device_number(mode, rdev or 0))
     return attrs, unusable
 
 
@@ -149,7 +169,7 @@ def representable(attrs: Attrs) -> bool:
     """Whether every field fits what the kernel takes. ``parse_attrs`` only makes such values, but
     the metadata cache may hold rows an older obsfs took from metadata it did not check."""
     return (attrs.mode in MODES and attrs.uid in IDS and attrs.gid in IDS and attrs.mtime_ns in TIMES_NS
-            and attrs.ctime_ns in TIMES_NS)
+            and attrs.ctime_ns in TIMES_NS and attrs.rdev in RDEVS)
 
 
 def implicit_dir_attrs(defaults: Defaults, mtime_ns: int) -> Attrs:
@@ -159,14 +179,18 @@ def implicit_dir_attrs(defaults: Defaults, mtime_ns: int) -> Attrs:
 
 
 def to_metadata(attrs: Attrs) -> dict[str, str]:
-    """User metadata in s3fs's format. The SDK adds the x-amz-meta- (or x-obs-meta-) prefix."""
-    return {
+    """User metadata in s3fs's format. The SDK adds the x-amz-meta- (or x-obs-meta-) prefix.
+    ``rdev`` only for a device node: every other object's metadata stays exactly s3fs's."""
+    meta = {
         "mode": str(attrs.mode),
         "uid": str(attrs.uid),
         "gid": str(attrs.gid),
         "mtime": format_time_ns(attrs.mtime_ns),
         "ctime": format_time_ns(attrs.ctime_ns),
     }
+    if attrs.rdev:
+        meta["rdev"] = str(attrs.rdev)
+    return meta
 
 
 def shown(attrs: Attrs, defaults: Defaults, *, is_root: bool = False) -> Attrs:

@@ -20,13 +20,19 @@ from obsfs.meta import Attrs, representable
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
+# The table's name changes with its columns. A file in which another obsfs version kept its own
+# table is emptied (see MetaCache._start_over); an older one's rows were wrong anyway for FIFOs,
+# sockets and devices, which it cached as regular files.
+_TABLE = "attrs_v2"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {_TABLE} (
     key TEXT PRIMARY KEY, etag TEXT NOT NULL,
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT, rdev INTEGER NOT NULL
 )
 """
+_COLUMNS = "key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type, rdev"
+_INSERT = f"INSERT OR REPLACE INTO {_TABLE} ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
 _BATCH = 500  # keys per SELECT, well under SQLite's limit on bound parameters
 _PENDING = 256  # rows collected before one INSERT transaction
 
@@ -36,8 +42,25 @@ class MetaCache:
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")
+        self._start_over()
         self.db.execute(_SCHEMA)
-        self._pending: dict[str, tuple[str, str, int, int, int, int, int, str | None]] = {}
+        self._pending: dict[str, tuple[str, str, int, int, int, int, int, str | None, int]] = {}
+
+    def _start_over(self) -> None:
+        """Drop every table if another obsfs version has used this file since we did.
+
+        Its table has other columns, and its rows may hold what it made of metadata we read
+        differently. Our own rows may be stale as well: its chmod changed an object's metadata
+        under the same ETag without telling our table. Every version keeps one table named after
+        its schema, so the presence of another one says all this, in either direction.
+        """
+        tables = {name for (name,) in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        if tables - {_TABLE}:
+            log.info("metadata cache: written by another obsfs version (%s); starting empty",
+                     ", ".join(sorted(tables)))
+            for name in tables:
+                self.db.execute(f'DROP TABLE "{name}"')
 
     def close(self) -> None:
         self.flush()
@@ -45,7 +68,7 @@ class MetaCache:
 
     def put(self, key: str, etag: str, attrs: Attrs, content_type: str | None) -> None:
         self._pending[key] = (key, etag, attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns, attrs.ctime_ns,
-                              content_type)
+                              content_type, attrs.rdev)
         if len(self._pending) >= _PENDING:
             self.flush()
 
@@ -57,14 +80,14 @@ class MetaCache:
         try:
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self.db.executemany(_INSERT, rows)
         except sqlite3.Error as exc:  # a full disk only costs the caching
             log.info("metadata cache: could not store %d rows: %s", len(rows), exc)
 
     def forget(self, key: str) -> None:
         self._pending.pop(key, None)
         try:
-            self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            self.db.execute(f"DELETE FROM {_TABLE} WHERE key = ?", (key,))
         except sqlite3.Error as exc:
             log.info("metadata cache: could not drop %s: %s", key, exc)
 
@@ -77,10 +100,9 @@ class MetaCache:
         for start in range(0, len(keys), _BATCH):
             batch = keys[start:start + _BATCH]
             rows = self.db.execute(
-                f"SELECT key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type FROM meta "
-                f"WHERE key IN ({','.join('?' * len(batch))})", batch).fetchall()
-            for key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type in rows:
-                attrs = Attrs(mode=mode, uid=uid, gid=gid, size=0, mtime_ns=mtime_ns, ctime_ns=ctime_ns)
+                f"SELECT {_COLUMNS} FROM {_TABLE} WHERE key IN ({','.join('?' * len(batch))})", batch).fetchall()
+            for key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type, rdev in rows:
+                attrs = Attrs(mode=mode, uid=uid, gid=gid, size=0, mtime_ns=mtime_ns, ctime_ns=ctime_ns, rdev=rdev)
                 # A row an older obsfs wrote from metadata it did not check is HEADed again.
                 if etags.get(key) == etag and representable(attrs):
                     found[key] = (attrs, content_type)

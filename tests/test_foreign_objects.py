@@ -47,7 +47,7 @@ UNREPRESENTABLE = {
 CORRECTED = {
     "mode-without-type": ({"mode": "384"}, stat.S_IFREG | 0o600),
     "mode-of-a-dir-on-a-file": ({"mode": str(stat.S_IFDIR | 0o600)}, stat.S_IFREG | 0o600),
-    "mode-of-a-fifo": ({"mode": str(stat.S_IFIFO | 0o640)}, stat.S_IFREG | 0o640),
+    "mode-of-no-kind": ({"mode": str(0o030000 | 0o640)}, stat.S_IFREG | 0o640),  # no S_IFMT has these bits
 }
 
 

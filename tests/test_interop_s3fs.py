@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ import pytest
 
 from tests.mounting import Mounter, force_unmount, is_mounted, write_passwd
 from tests.s3server import S3Server
-from tests.trees import describe, make_tree
+from tests.trees import SPECIAL, describe, expected_special, make_special, make_tree, special_view
 
 pytestmark = pytest.mark.skipif(shutil.which("s3fs") is None, reason="s3fs is installed by scripts/install.sh")
 
@@ -80,3 +82,24 @@ def test_obsfs_writes_s3fs_reads(s3fs: S3fs, mounter: Mounter, moto: S3Server, b
     assert ours.umount() == 0
     theirs = s3fs.mount(bucket)
     assert describe(theirs / "tree") == describe(source)
+
+
+def test_special_files_both_ways(s3fs: S3fs, mounter: Mounter, moto: S3Server, bucket: str) -> None:
+    """s3fs 1.90 stores a FIFO, device or socket as an empty object with its type in ``mode`` and
+    keeps no device number; obsfs adds an ``rdev`` field, which s3fs's copies carry along."""
+    theirs = s3fs.mount(bucket)
+    ours = mounter.mount(moto, bucket, "stat_cache_expire=0", "entry_timeout=0").path  # sees s3fs's changes
+    (theirs / "by-s3fs").mkdir()
+    make_special(theirs / "by-s3fs")
+    (ours / "by-obsfs").mkdir()
+    make_special(ours / "by-obsfs")
+
+    assert special_view(ours / "by-s3fs") == expected_special(device_numbers=False)
+    assert special_view(theirs / "by-obsfs") == expected_special(device_numbers=False)
+    assert special_view(ours / "by-obsfs") == expected_special()
+
+    os.chmod(theirs / "by-obsfs" / "null", 0o600)
+    os.rename(theirs / "by-obsfs" / "disk", theirs / "by-obsfs" / "disk2")
+    null, disk = (os.lstat(ours / "by-obsfs" / name) for name in ("null", "disk2"))
+    assert (null.st_mode, null.st_rdev) == (SPECIAL["null"][0] & ~0o7777 | 0o600, SPECIAL["null"][1])
+    assert (stat.S_IFMT(disk.st_mode), disk.st_rdev) == (stat.S_IFBLK, SPECIAL["disk"][1])

@@ -78,9 +78,9 @@ def content_type_for(path: str) -> str:
 
 
 def user_metadata(info: ObjectInfo) -> dict[str, str]:
-    """The s3fs attribute headers of an object, to carry over in a copy."""
+    """The s3fs attribute headers of an object (and our device number), to carry over in a copy."""
     meta = info.metadata or {}
-    return {k: meta[k] for k in ("mode", "uid", "gid", "mtime", "ctime", "atime") if k in meta}
+    return {k: meta[k] for k in ("mode", "uid", "gid", "mtime", "ctime", "atime", "rdev") if k in meta}
 
 
 class FsCore(pyfuse3.Operations):
@@ -150,7 +150,13 @@ class FsCore(pyfuse3.Operations):
         self.stat_cache[path] = NEGATIVE if entry is None else entry
         node = self.inodes.by_path(path)
         if node is not None and entry is not None:
-            node.entry = entry
+            if node.entry.attrs.kind == entry.attrs.kind:
+                node.entry = entry
+            elif not self._has_local_truth(node):
+                # Another kind of object has the name now (often: a listing showed a FIFO as the
+                # regular file its key looks like, until its HEAD). The kernel takes an inode's
+                # type for good, so the next lookup hands out a new inode, as InodeTable.add does.
+                self.inodes.detach(node)
         parent = self.dir_cache.get(parent_of(path)) if path else None
         if parent is not None:
             if entry is None:
@@ -323,7 +329,7 @@ class FsCore(pyfuse3.Operations):
         out.st_nlink = link_count(is_dir=attrs.is_dir, unlinked=node.path is None, children=listing)
         out.st_uid = attrs.uid
         out.st_gid = attrs.gid
-        out.st_rdev = 0
+        out.st_rdev = attrs.rdev
         size = attrs.size
         if node.staged is not None:
             size = node.staged.size()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import stat
 import uuid
 from collections.abc import Mapping
@@ -117,10 +118,39 @@ def test_dir_marker_always_becomes_a_dir(mode: int) -> None:
     assert attrs.is_dir
 
 
-@pytest.mark.parametrize("mode", [0o600, stat.S_IFDIR | 0o600, stat.S_IFIFO | 0o600, stat.S_IFCHR | 0o600])
+@pytest.mark.parametrize("mode", [0o600, stat.S_IFDIR | 0o600, 0o030000 | 0o600, 0o170000 | 0o600])
 def test_file_key_with_odd_type_becomes_a_regular_file(mode: int) -> None:
     attrs = attrs_from_object(info({"mode": str(mode)}), is_dir=False, defaults=DEFAULTS)
     assert attrs.mode == stat.S_IFREG | 0o600
+
+
+# What s3fs 1.90 stores for mkfifo, mknod c 1 3, mknod b 259 70000 and a bound socket: the type
+# in the mode, no device number.
+S3FS_SPECIAL = {"fifo": "4480", "chr": "8576", "blk": "24992", "sock": "49645"}
+
+
+@pytest.mark.parametrize(("name", "mode"), [("fifo", stat.S_IFIFO | 0o600), ("chr", stat.S_IFCHR | 0o600),
+                                            ("blk", stat.S_IFBLK | 0o640), ("sock", stat.S_IFSOCK | 0o755)])
+def test_s3fs_special_files_keep_their_type(name: str, mode: int) -> None:
+    meta = {"mode": S3FS_SPECIAL[name], "uid": "0", "gid": "0", "mtime": "1796597173", "ctime": "1796597173",
+            "atime": "1796597173"}
+    attrs, unusable = parse_attrs(info(meta, size=0), is_dir=False, defaults=DEFAULTS)
+    assert (attrs.mode, attrs.rdev, unusable) == (mode, 0, [])
+
+
+@pytest.mark.parametrize("mode", [stat.S_IFCHR | 0o620, stat.S_IFBLK | 0o660])
+def test_round_trip_of_a_device(mode: int) -> None:
+    attrs = Attrs(mode=mode, uid=0, gid=6, size=0, mtime_ns=5 * NS, ctime_ns=5 * NS, rdev=os.makedev(259, 70000))
+    meta = to_metadata(attrs)
+    assert meta["rdev"] == str(0x11110370)  # decimal, with glibc's (and the kernel's) split minor bits
+    assert attrs_from_object(info(meta, size=0), is_dir=False, defaults=DEFAULTS) == attrs
+
+
+@pytest.mark.parametrize("mode", [stat.S_IFREG | 0o644, stat.S_IFIFO | 0o644, stat.S_IFSOCK | 0o755])
+def test_only_devices_have_a_device_number(mode: int) -> None:
+    attrs = attrs_from_object(info({"mode": str(mode), "rdev": "259"}), is_dir=False, defaults=DEFAULTS)
+    assert (attrs.mode, attrs.rdev) == (mode, 0)
+    assert "rdev" not in to_metadata(attrs), "everything but a device keeps exactly s3fs's fields"
 
 
 def test_setuid_bits_survive() -> None:
@@ -179,6 +209,7 @@ UNUSABLE = [
     {"uid": "-5"}, {"uid": str(2**32)}, {"uid": str(2**32 - 1)}, {"uid": "1e3"}, {"gid": "-1"}, {"gid": " "},
     {"mtime": "1700000000000"}, {"mtime": "NaN"}, {"mtime": "inf"}, {"mtime": ""},
     {"ctime": "1700000000000"}, {"ctime": "-inf"},
+    {"rdev": "-1"}, {"rdev": str(2**32)}, {"rdev": "8:1"},
 ]
 
 
@@ -231,7 +262,7 @@ def test_unusable_metadata_is_logged_once_per_key(caplog: pytest.LogCaptureFixtu
 
 
 @pytest.mark.parametrize("change", [{"mode": -1}, {"mode": 2**16}, {"uid": -5}, {"gid": 2**32 - 1},
-                                    {"mtime_ns": 2**63}, {"ctime_ns": -(2**63) - 1}])
+                                    {"mtime_ns": 2**63}, {"ctime_ns": -(2**63) - 1}, {"rdev": 2**32}])
 def test_representable_rejects_what_the_kernel_cannot_take(change: dict[str, int]) -> None:
     attrs = Attrs(mode=stat.S_IFREG | 0o644, uid=1, gid=2, size=0, mtime_ns=0, ctime_ns=0)
     assert representable(attrs)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import stat
 from pathlib import Path
 
 from obsfs.meta import Attrs
@@ -48,3 +51,44 @@ def test_a_row_the_kernel_could_not_take_is_not_served(tmp_path: Path) -> None:
     cache.put("bad", "e1", ATTRS.with_changes(uid=-5), None)
     cache.put("good", "e2", ATTRS, None)
     assert cache.lookup([("bad", "e1"), ("good", "e2")]) == {"good": (ATTRS, None)}
+
+
+DEVICE = Attrs(mode=stat.S_IFBLK | 0o660, uid=0, gid=6, size=0, mtime_ns=1, ctime_ns=2, rdev=os.makedev(259, 70000))
+# The table the obsfs before device numbers kept, as it made it.
+OLD_SCHEMA = """CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY, etag TEXT NOT NULL,
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT
+)"""
+
+
+def old_obsfs_writes(path: Path, *rows: tuple[object, ...]) -> None:
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute(OLD_SCHEMA)
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.close()
+
+
+def test_a_device_number_survives_a_reopen(tmp_path: Path) -> None:
+    cache = MetaCache(tmp_path / "meta.db")
+    cache.put("disk", "e", DEVICE, None)
+    cache.close()
+    assert MetaCache(tmp_path / "meta.db").lookup([("disk", "e")]) == {"disk": (DEVICE, None)}
+
+
+def test_the_file_of_an_older_obsfs_starts_empty(tmp_path: Path) -> None:
+    """It cached a FIFO as the regular file it showed: that row must not come back."""
+    old_obsfs_writes(tmp_path / "meta.db", ("fifo", "e", stat.S_IFREG | 0o640, 0, 0, 1, 1, None))
+    cache = MetaCache(tmp_path / "meta.db")
+    assert cache.lookup([("fifo", "e")]) == {}
+    cache.put("disk", "e", DEVICE, None)
+    assert cache.lookup([("disk", "e")]) == {"disk": (DEVICE, None)}
+
+
+def test_our_rows_go_when_an_older_obsfs_used_the_file_meanwhile(tmp_path: Path) -> None:
+    """Its chmod changed the object's metadata under the same ETag without touching our rows."""
+    cache = MetaCache(tmp_path / "meta.db")
+    cache.put("disk", "e", DEVICE, None)
+    cache.close()
+    old_obsfs_writes(tmp_path / "meta.db", ("other", "e", stat.S_IFREG | 0o644, 0, 0, 1, 1, None))
+    assert MetaCache(tmp_path / "meta.db").lookup([("disk", "e"), ("other", "e")]) == {}
