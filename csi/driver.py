@@ -16,9 +16,10 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from csi import v0adapter
+from csi import metrics, v0adapter
 from csi.controller import ControllerServicer
 from csi.defaultsecret import DefaultSecret
 from csi.errors import CsiError
@@ -28,6 +29,7 @@ from csi.node import NodeServicer
 from csi.server import CsiServer, Registration
 from csi.v1 import csi_pb2_grpc
 from obsfs.errors import ConfigError
+from obsfs.options import ListenAddress, parse_listen_address
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class DriverConfig:
     # obsfs-mounter's socket: the daemons are then its children, not ours (see csi.mounterd).
     # Empty: run obsfs here, for a standalone plugin and when the daemons may die with it.
     mounter_socket: str = ""
+    # HOST:PORT where the node service serves every volume's metrics (csi.metrics); "" for none.
+    metrics_address: str = ""
 
     @property
     def serves_node(self) -> bool:
@@ -74,6 +78,17 @@ class DriverConfig:
             raise ConfigError(f"--kubelet-dir {self.kubelet_dir!r} must be an absolute path")
         if self.mounter_socket and not os.path.isabs(self.mounter_socket):
             raise ConfigError(f"--mounter-socket {self.mounter_socket!r} must be an absolute path")
+        if self.metrics_address:
+            self.metrics_listen()
+
+    def metrics_listen(self) -> ListenAddress:
+        try:
+            address = parse_listen_address(self.metrics_address)
+        except ValueError as exc:
+            raise ConfigError(f"--metrics-address {exc}") from None
+        if address.path or not self.serves_node:
+            raise ConfigError(f"--metrics-address {self.metrics_address!r}: a TCP HOST:PORT, in node or all mode")
+        return address
 
 
 def mounter_check(mounter: SocketMounter) -> Check:
@@ -92,6 +107,7 @@ class Driver:
         config.check()
         self.config = config
         self.ready = threading.Event()
+        self._stop_metrics: Callable[[], None] | None = None
         checks: list[Check] = []
         default = DefaultSecret(config.credentials or None)
         default.check()
@@ -122,6 +138,8 @@ class Driver:
         if self.node is not None:
             os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
             self.node.adopt()
+        if self.node is not None and self.config.metrics_address:
+            self._stop_metrics = metrics.serve(self.config.metrics_listen(), self.node.metric_sources)
         self.server.start()
         self.ready.set()
         log.info("%s ready in %s mode", self.config.driver_name, self.config.mode)
@@ -129,3 +147,5 @@ class Driver:
     def stop(self, grace: float) -> None:
         self.ready.clear()
         self.server.stop(grace)
+        if self._stop_metrics is not None:
+            self._stop_metrics()

@@ -42,6 +42,9 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         help="have obsfs-mounter on this unix socket run the obsfs daemons, so that they "
                              "outlive this process and its container (default: $OBSFS_MOUNTER_SOCKET; "
                              "empty: run them here)")
+    parser.add_argument("--metrics-address", default="",
+                        help="HOST:PORT (or :PORT) to serve the Prometheus metrics of every volume on this node, "
+                             "labelled by volume_id (node and all modes; default: off)")
     parser.add_argument("--grace-period", type=float, default=10.0,
                         help="seconds running calls get to finish on SIGTERM (default: 10)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         driver = Driver(DriverConfig(endpoint=args.endpoint, mode=args.mode, driver_name=args.driver_name,
                                      node_id=args.nodeid, state_dir=args.state_dir,
                                      kubelet_dir=args.kubelet_dir, credentials=args.credentials,
-                                     mounter_socket=args.mounter_socket))
+                                     mounter_socket=args.mounter_socket, metrics_address=args.metrics_address))
         driver.start()
     except ConfigError as exc:
         print(f"obsfs-csi: {exc}", file=sys.stderr)

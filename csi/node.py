@@ -72,6 +72,7 @@ import posixpath
 import stat
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from csi.capabilities import require_capabilities
@@ -160,7 +161,8 @@ def obsfs_options(record: StagedVolume, state: NodeState) -> list[str]:
         options.append("use_path_request_style")
     vid = record.volume_id
     options += [f"passwd_file={state.credentials_path(vid)}", f"cache_dir={state.cache_dir(vid)}",
-                f"logfile={state.log_path(vid)}", "allow_other", f"hide={RECORD_NAME}"]
+                f"logfile={state.log_path(vid)}", f"metrics=unix:{state.metrics_socket(vid)}", "allow_other",
+                f"hide={RECORD_NAME}"]
     if record.fsgroup is not None:
         options.append(f"fsgroup={record.fsgroup}")
     if record.read_only:
@@ -224,6 +226,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
 
     def _path(self, path: str, field: str) -> str:
         return kubelet_path(path, field, self._kubelet_dir)
+
+    def metric_sources(self) -> list[tuple[str, Path]]:
+        """Each staged volume and its daemon's metrics socket (``csi.metrics`` asks them all)."""
+        return [(record.volume_id, self.state.metrics_socket(record.volume_id)) for record in self.state.records()]
 
     # -- start-up --------------------------------------------------------------------------------
     def adopt(self) -> dict[str, str]:

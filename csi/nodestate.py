@@ -108,9 +108,13 @@ class NodeState:
     def log_path(self, volume_id: str) -> Path:
         return self.root / "logs" / f"{self.key(volume_id)}.log"
 
+    def metrics_socket(self, volume_id: str) -> Path:
+        """The daemon's metrics endpoint: short, as a unix socket path must stay under 108 bytes."""
+        return self.root / "m" / f"{self.key(volume_id)}.sock"
+
     def prepare(self) -> None:
         """Create the directories a daemon writes into."""
-        for name in ("volumes", "secrets", "cache", "logs"):
+        for name in ("volumes", "secrets", "cache", "logs", "m"):
             self._dir(name)
 
     # -- records ---------------------------------------------------------------------------------
@@ -159,7 +163,7 @@ class NodeState:
     def forget(self, volume_id: str, clean: bool) -> None:
         """Drop the record and the keys; with ``clean`` (the daemon uploaded everything and
         exited 0) also the cache directory and the log, which are kept otherwise."""
-        for path in (self.credentials_path(volume_id), self.record_path(volume_id)):
+        for path in (self.credentials_path(volume_id), self.record_path(volume_id), self.metrics_socket(volume_id)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         if clean:

@@ -18,8 +18,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import generate_latest
+
+# A *_created series per counter would double what each volume sends, for a start time that
+# obsfs_daemon_start_time_seconds already gives.
+disable_created_metrics()
 
 # Seconds: HEADs on a LAN take ~1 ms, parts of a large upload several seconds.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -74,6 +78,11 @@ class Metrics:
         self.uploading_files = Gauge("obsfs_uploading_files", "Files being uploaded now", registry=r)
         self.oldest_dirty = Gauge(
             "obsfs_oldest_dirty_seconds", "Age of the oldest write not yet in the store (0: none)", registry=r)
+        self.dirty_limit = Gauge("obsfs_dirty_limit_bytes", "Dirty bytes at which writers wait (max_dirty)",
+                                 registry=r)
+        self.started = Gauge("obsfs_daemon_start_time_seconds", "When this daemon started (unix time); "
+                             "a change means it was restarted", registry=r)
+        self.started.set_to_current_time()
         self.cache_bytes = Gauge("obsfs_cache_disk_bytes", "Bytes the read cache holds on disk", registry=r)
         self.cache_limit = Gauge("obsfs_cache_disk_limit_bytes", "The read cache's size limit", registry=r)
         self.store_silence = Gauge(

@@ -220,6 +220,7 @@ def watch(metrics: Metrics, fs: Filesystem, read_cache: ReadCache) -> None:
     metrics.watch(metrics.oldest_dirty, fs.writeback.oldest_age)
     metrics.watch(metrics.cache_bytes, lambda: read_cache.used)
     metrics.cache_limit.set(read_cache.capacity)
+    metrics.dirty_limit.set(fs.config.max_dirty)
 
 
 def status_json(spec: MountSpec, metrics: Metrics, fs: Filesystem, read_cache: ReadCache) -> bytes:

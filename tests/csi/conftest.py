@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi.driver import DRIVER_NAME, Driver, DriverConfig
+from csi.driver import Driver, DriverConfig
 from csi.v1 import csi_pb2_grpc
 from tests.csi.helpers import store_secrets
-from tests.csi.kubelet import Kubelet, NodeEnv, make_root, remove_root, unmount_everything
+from tests.csi.kubelet import NodeEnv, node_environment
 from tests.s3server import S3Server
 
 
@@ -53,29 +53,7 @@ def volume_name() -> str:
     return f"pvc-{uuid.uuid4()}"
 
 
-def start_node_driver(root: Path, state_dir: Path) -> tuple[Driver, str]:
-    socket_dir = root / "plugins" / DRIVER_NAME
-    socket_dir.mkdir(parents=True, exist_ok=True)
-    endpoint = f"unix://{socket_dir / 'csi.sock'}"
-    driver = Driver(DriverConfig(endpoint=endpoint, mode="all", node_id="node-1", state_dir=str(state_dir),
-                                 kubelet_dir=str(root)))
-    driver.start()
-    return driver, endpoint
-
-
 @pytest.fixture
 def node_env(tmp_path: Path, secrets: dict[str, str]) -> Iterator[NodeEnv]:
-    """Everything is unmounted in teardown, also when the test failed halfway."""
-    root = make_root()
-    state_dir = tmp_path / "state"
-    driver, endpoint = start_node_driver(root, state_dir)
-    try:
-        with grpc.insecure_channel(endpoint) as channel:
-            node = csi_pb2_grpc.NodeStub(channel)
-            yield NodeEnv(driver, endpoint, state_dir, Kubelet(root, node, secrets),
-                          csi_pb2_grpc.ControllerStub(channel), node)
-    finally:
-        driver.stop(0)
-        problems = unmount_everything(root)
-        remove_root(root)
-    assert not problems, problems
+    with node_environment(tmp_path, secrets) as env:
+        yield env

@@ -3,6 +3,7 @@ mount behind even when a test failed halfway."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -11,14 +12,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from csi.driver import DRIVER_NAME, Driver
+from csi.driver import DRIVER_NAME, Driver, DriverConfig
 from csi.mounter import Mounter
 from csi.mountinfo import OBSFS_FSTYPE, read_mounts
 from csi.v1 import csi_pb2, csi_pb2_grpc
@@ -170,3 +171,32 @@ class NodeEnv:
     kubelet: Kubelet
     controller: csi_pb2_grpc.ControllerStub
     node: csi_pb2_grpc.NodeStub
+
+
+def start_node_driver(root: Path, state_dir: Path, **config: str) -> tuple[Driver, str]:
+    """A driver in ``all`` mode; ``config``: more DriverConfig fields (credentials, ...)."""
+    socket_dir = root / "plugins" / DRIVER_NAME
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    endpoint = f"unix://{socket_dir / 'csi.sock'}"
+    driver = Driver(DriverConfig(endpoint=endpoint, mode="all", node_id="node-1", state_dir=str(state_dir),
+                                 kubelet_dir=str(root), **config))  # type: ignore[arg-type]
+    driver.start()
+    return driver, endpoint
+
+
+@contextlib.contextmanager
+def node_environment(tmp_path: Path, secrets: dict[str, str], **config: str) -> Iterator[NodeEnv]:
+    """Everything is unmounted in teardown, also when the test failed halfway."""
+    root = make_root()
+    state_dir = tmp_path / "state"
+    driver, endpoint = start_node_driver(root, state_dir, **config)
+    try:
+        with grpc.insecure_channel(endpoint) as channel:
+            node = csi_pb2_grpc.NodeStub(channel)
+            yield NodeEnv(driver, endpoint, state_dir, Kubelet(root, node, secrets),
+                          csi_pb2_grpc.ControllerStub(channel), node)
+    finally:
+        driver.stop(0)
+        problems = unmount_everything(root)
+        remove_root(root)
+    assert not problems, problems

@@ -12,14 +12,13 @@ import grpc
 import pytest
 
 from csi.defaultsecret import DefaultSecret
-from csi.driver import DRIVER_NAME, Driver, DriverConfig
 from csi.errors import FailedPrecondition
 from csi.v0 import csi_pb2 as v0
 from csi.v0 import csi_pb2_grpc as v0_grpc
-from csi.v1 import csi_pb2, csi_pb2_grpc
+from csi.v1 import csi_pb2
 from obsfs.errors import ConfigError
 from tests.csi.helpers import bucket_exists, create_request, mount_capability, rpc_error, store_secrets
-from tests.csi.kubelet import Kubelet, make_root, remove_root, unmount_everything
+from tests.csi.kubelet import NodeEnv, node_environment
 from tests.csi.test_v0 import capability as v0_capability
 from tests.mounting import fsync_tree
 from tests.s3server import S3Server
@@ -76,37 +75,22 @@ def test_a_default_others_can_read_or_a_bad_line_is_refused(tmp_path: Path) -> N
 
 
 @pytest.fixture
-def defaulted(tmp_path: Path, moto: S3Server) -> Iterator[tuple[grpc.Channel, Kubelet]]:
+def defaulted(tmp_path: Path, moto: S3Server) -> Iterator[NodeEnv]:
     """A driver in ``all`` mode whose only credential is its own: kubelet sends no secrets."""
-    root = make_root()
-    socket_dir = root / "plugins" / DRIVER_NAME
-    socket_dir.mkdir(parents=True)
-    endpoint = f"unix://{socket_dir / 'csi.sock'}"
     credentials = secret_volume(tmp_path / "secret", store_secrets(moto))
-    driver = Driver(DriverConfig(endpoint=endpoint, mode="all", node_id="node-1", state_dir=str(tmp_path / "state"),
-                                 kubelet_dir=str(root), credentials=str(credentials)))
-    driver.start()
-    try:
-        with grpc.insecure_channel(endpoint) as channel:
-            yield channel, Kubelet(root, csi_pb2_grpc.NodeStub(channel), secrets={})
-    finally:
-        driver.stop(0)
-        problems = unmount_everything(root)
-        remove_root(root)
-    assert not problems, problems
+    with node_environment(tmp_path, {}, credentials=str(credentials)) as env:
+        yield env
 
 
-def test_calls_without_secrets_use_the_default(defaulted: tuple[grpc.Channel, Kubelet], s3: Any,
-                                               volume_name: str) -> None:
-    channel, kubelet = defaulted
-    controller = csi_pb2_grpc.ControllerStub(channel)
+def test_calls_without_secrets_use_the_default(defaulted: NodeEnv, s3: Any, volume_name: str) -> None:
+    controller, kubelet = defaulted.controller, defaulted.kubelet
     volume_id = controller.CreateVolume(create_request(volume_name, secrets={})).volume.volume_id
     assert bucket_exists(s3, volume_id)
 
     # CSI v0.3's ValidateVolumeCapabilities has no secrets field: the default checks the volume.
-    v0_controller = v0_grpc.ControllerStub(channel)
-    answer = v0_controller.ValidateVolumeCapabilities(v0.ValidateVolumeCapabilitiesRequest(
-        volume_id=volume_id, volume_capabilities=[v0_capability()]))
+    with grpc.insecure_channel(defaulted.endpoint) as channel:
+        answer = v0_grpc.ControllerStub(channel).ValidateVolumeCapabilities(v0.ValidateVolumeCapabilitiesRequest(
+            volume_id=volume_id, volume_capabilities=[v0_capability()]))
     assert answer.supported
     error = rpc_error(controller.ValidateVolumeCapabilities, csi_pb2.ValidateVolumeCapabilitiesRequest(
         volume_id="no-such-bucket-0123456789", volume_capabilities=[mount_capability()]))

@@ -32,10 +32,16 @@ MIN_KUSTOMIZE = (5, 0)
 Obj = dict[str, Any]
 
 
+MONITORING = DEPLOY / "monitoring"  # an add-on for the Prometheus Operator, not a driver overlay
+
+
 def overlays() -> list[Path]:
-    """Every directory under deploy/ that kustomize can build on its own (not components)."""
+    """Every directory under deploy/ that kustomize builds into a driver (not components, not
+    the monitoring add-on)."""
     found = []
     for kustomization in sorted(DEPLOY.glob("*/kustomization.yaml")):
+        if kustomization.parent == MONITORING:
+            continue
         if yaml.safe_load(kustomization.read_text()).get("kind", "Kustomization") == "Kustomization":
             found.append(kustomization.parent)
     return found
