@@ -7,6 +7,9 @@ remount lists a directory of 10,000 files without 10,000 HEADs. A stale row is h
 ETag no longer matches and the HEAD happens as if there were no cache. Losing the file costs
 only speed, so it is written without fsync, and new rows are written in batches (one
 transaction each per row cost 6% of a cold ``ls -l``).
+
+A file whose table has other columns (written by an obsfs before a field was added) is emptied
+and made anew: every row would need a HEAD to fill the new column, which is what a miss costs.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY, etag TEXT NOT NULL,
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT
+    atime_ns INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT
 )
 """
+_COLUMNS = ("key", "etag", "mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns", "content_type")
 _BATCH = 500  # keys per SELECT, well under SQLite's limit on bound parameters
 _PENDING = 256  # rows collected before one INSERT transaction
 
@@ -37,15 +41,20 @@ class MetaCache:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute(_SCHEMA)
-        self._pending: dict[str, tuple[str, str, int, int, int, int, int, str | None]] = {}
+        columns = tuple(row[1] for row in self.db.execute("PRAGMA table_info(meta)"))
+        if columns != _COLUMNS:
+            log.info("metadata cache %s has an older layout; starting it afresh", path)
+            self.db.execute("DROP TABLE meta")
+            self.db.execute(_SCHEMA)
+        self._pending: dict[str, tuple[str, str, int, int, int, int, int, int, str | None]] = {}
 
     def close(self) -> None:
         self.flush()
         self.db.close()
 
     def put(self, key: str, etag: str, attrs: Attrs, content_type: str | None) -> None:
-        self._pending[key] = (key, etag, attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns, attrs.ctime_ns,
-                              content_type)
+        self._pending[key] = (key, etag, attrs.mode, attrs.uid, attrs.gid, attrs.atime_ns, attrs.mtime_ns,
+                              attrs.ctime_ns, content_type)
         if len(self._pending) >= _PENDING:
             self.flush()
 
@@ -57,7 +66,7 @@ class MetaCache:
         try:
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self.db.executemany(f"INSERT OR REPLACE INTO meta VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
         except sqlite3.Error as exc:  # a full disk only costs the caching
             log.info("metadata cache: could not store %d rows: %s", len(rows), exc)
 
@@ -77,10 +86,11 @@ class MetaCache:
         for start in range(0, len(keys), _BATCH):
             batch = keys[start:start + _BATCH]
             rows = self.db.execute(
-                f"SELECT key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type FROM meta "
+                f"SELECT {', '.join(_COLUMNS)} FROM meta "
                 f"WHERE key IN ({','.join('?' * len(batch))})", batch).fetchall()
-            for key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type in rows:
-                attrs = Attrs(mode=mode, uid=uid, gid=gid, size=0, mtime_ns=mtime_ns, ctime_ns=ctime_ns)
+            for key, etag, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, content_type in rows:
+                attrs = Attrs(mode=mode, uid=uid, gid=gid, size=0, atime_ns=atime_ns, mtime_ns=mtime_ns,
+                              ctime_ns=ctime_ns)
                 # A row an older obsfs wrote from metadata it did not check is HEADed again.
                 if etags.get(key) == etag and representable(attrs):
                     found[key] = (attrs, content_type)

@@ -16,7 +16,6 @@ from obsfs.fs.boundary import FsError, boundary
 from obsfs.fs.core import NEGATIVE, DirHandle
 from obsfs.inodes import Entry
 from obsfs.layout import InvalidName, join, listed_name, name_of, parent_of
-from obsfs.meta import implicit_dir_attrs
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class Listing(Attributes):
                 if isinstance(cached, Entry) and cached.attrs.is_dir:
                     found[name] = cached
                 else:
-                    found[name] = Entry(implicit_dir_attrs(self.config.defaults, self.started_ns), exact=False)
+                    found[name] = Entry(self._implicit_dir(join(path, name)), exact=False)
             if page.next_marker is None:
                 break
             marker = page.next_marker
