@@ -120,8 +120,8 @@ def test_ctime_follows_chmod_chown_write_and_rename(mnt: Mount, s3: Any) -> None
 
     changes_ctime(lambda: f.chmod(0o600))
     changes_ctime(lambda: os.chown(f, 1234, 5678))
-    with open(f, "r+b") as stream:
-        changes_ctime(lambda: stream.write(b"2") and stream.flush(), mtime_too=True)
+    with open(f, "r+b", buffering=0) as stream:
+        changes_ctime(lambda: stream.write(b"2"), mtime_too=True)
     fd = os.open(f, os.O_RDONLY)
     try:
         os.fsync(fd)  # stored: the rename below copies the object in the store

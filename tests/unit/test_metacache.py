@@ -8,7 +8,8 @@ from pathlib import Path
 from obsfs.meta import Attrs
 from obsfs.metacache import MetaCache
 
-ATTRS = Attrs(mode=0o100640, uid=7, gid=8, size=0, atime_ns=3_000_000_000, mtime_ns=1_000_000_123, ctime_ns=2_000_000_000)
+ATTRS = Attrs(mode=0o100640, uid=7, gid=8, size=0, atime_ns=3_000_000_000, mtime_ns=1_000_000_123,
+              ctime_ns=2_000_000_000)
 
 
 def test_a_pending_row_is_seen_by_lookup_and_survives_close(tmp_path: Path) -> None:
