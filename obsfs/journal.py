@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS dirty (
     base_etag    TEXT,              -- stored version our contents started from; NULL for a new object
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-    content_type TEXT NOT NULL
+    content_type TEXT NOT NULL,
+    atime_ns INTEGER  -- NULL in rows an obsfs without atime wrote: the mtime stands in
 );
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,  -- a multipart upload started while its file was being written
@@ -97,6 +98,9 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        if "atime_ns" not in {row[1] for row in self.db.execute("PRAGMA table_info(dirty)")}:
+            # A journal from before atime: its rows are acknowledged writes, so it is extended, never replaced.
+            self.db.execute("ALTER TABLE dirty ADD COLUMN atime_ns INTEGER")
         self.reserve_path = path.with_suffix(".reserve")
         self.reserved = False  # the reserve file is there, whole
         self.owed: set[tuple[str, str]] = set()  # (table, key) of deletes the disk had no room for
@@ -117,9 +121,10 @@ class Journal:
         a = rec.attrs
         with _as_os_error():
             self.db.execute(
-                "INSERT OR REPLACE INTO dirty VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO dirty (data_file, key, base_etag, mode, uid, gid, mtime_ns, ctime_ns, "
+                "content_type, atime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rec.data_file, rec.key, rec.base_etag, a.mode, a.uid, a.gid, a.mtime_ns, a.ctime_ns,
-                 rec.content_type))
+                 rec.content_type, a.atime_ns))
         self.owed.discard(("dirty", rec.data_file))  # that delete was for the version before
         self._settle()
 
@@ -201,7 +206,8 @@ class Journal:
 
     def all(self) -> list[DirtyRecord]:
         rows = self.db.execute("SELECT data_file, key, base_etag, mode, uid, gid, mtime_ns, ctime_ns, "
-                               "content_type FROM dirty ORDER BY rowid").fetchall()
+                               "content_type, atime_ns FROM dirty ORDER BY rowid").fetchall()
         return [DirtyRecord(data_file=r[0], key=r[1], base_etag=r[2],
-                            attrs=Attrs(mode=r[3], uid=r[4], gid=r[5], size=0, mtime_ns=r[6], ctime_ns=r[7]),
+                            attrs=Attrs(mode=r[3], uid=r[4], gid=r[5], size=0, atime_ns=r[6] if r[9] is None else r[9],
+                                        mtime_ns=r[6], ctime_ns=r[7]),
                             content_type=r[8]) for r in rows]

@@ -1,11 +1,12 @@
 """File attributes and their s3fs-compatible encoding in object metadata.
 
-s3fs stores ``mode`` (decimal st_mode with the type bits), ``uid``, ``gid`` and ``mtime``
-(seconds, optionally ``.nanoseconds``) as user metadata; we read and write the same names so a
-bucket can be shared with s3fs. FIFOs, sockets and device nodes are empty objects whose mode has
-their type bits, as s3fs makes them. s3fs keeps no device number (its devices show st_rdev 0);
-ours goes in an ``rdev`` field of our own, which s3fs ignores (docs/posix.md).
-
+s3fs stores ``mode`` (decimal st_mode with the type bits), ``uid``, ``gid``, ``atime``, ``mtime``
+and ``ctime`` as user metadata; we read and write the same names so a bucket can be shared with
+s3fs. s3fs 1.90 writes times as whole seconds (``"1700000000"``) when it took them from the clock
+and as ``seconds.nanoseconds`` (nine digits) when they came from utimensat; we write the same.
+FIFOs, sockets and device nodes are empty objects whose mode has their type bits, as s3fs makes
+them. s3fs keeps no device number (its devices show st_rdev 0); ours goes in an ``rdev`` field of
+our own, which s3fs ignores (docs/posix.md).
 Objects written by other tools have none of these; they get the mount's defaults, and ``exact``
 stays False until a HEAD has shown what is really stored.
 
@@ -71,6 +72,7 @@ class Attrs:
     uid: int
     gid: int
     size: int
+    atime_ns: int  # as stored: reads do not update it (the mount behaves as noatime, as s3fs does)
     mtime_ns: int
     ctime_ns: int
     rdev: int = 0  # the device of a character or block device node; 0 for everything else
@@ -92,7 +94,7 @@ class Attrs:
 
 
 def parse_time_ns(value: str | None) -> int | None:
-    """Parse s3fs's ``mtime``: ``"1700000000"`` or ``"1700000000.123456789"``; None if absent or
+    """Parse s3fs's ``atime``, ``mtime`` or ``ctime``: ``"1700000000"`` or ``"1700000000.123456789"``; None if absent or
     not a time we can show."""
     match = _TIME.fullmatch(value.strip()) if value is not None else None
     if match is None:
@@ -133,10 +135,11 @@ def parse_attrs(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> tuple[
     mode = _integer(meta.get("mode"), MODES)
     uid = _integer(meta.get("uid"), IDS)
     gid = _integer(meta.get("gid"), IDS)
+    atime = parse_time_ns(meta.get("atime"))
     mtime = parse_time_ns(meta.get("mtime"))
     ctime = parse_time_ns(meta.get("ctime"))
     rdev = _integer(meta.get("rdev"), RDEVS)
-    parsed = {"mode": mode, "uid": uid, "gid": gid, "mtime": mtime, "ctime": ctime, "rdev": rdev}
+    parsed = {"mode": mode, "uid": uid, "gid": gid, "atime": atime, "mtime": mtime, "ctime": ctime, "rdev": rdev}
     unusable = [f"{name}={meta[name]!r}" for name, value in parsed.items() if value is None and name in meta]
     # A key ending in "/" is a directory whatever its stored type bits say: other tools write
     # modes without them, or a file's on a dir marker; their permission bits are still good.
@@ -151,8 +154,8 @@ def parse_attrs(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> tuple[
     if mtime is None:
         mtime = int(info.last_modified * NS)
     attrs = Attrs(mode=mode, uid=defaults.uid if uid is None else uid, gid=defaults.gid if gid is None else gid,
-                  size=info.size, mtime_ns=mtime, ctime_ns=ctime if ctime is not None else mtime,
-                  rdev=device_number(mode, rdev or 0))
+                  size=info.size, atime_ns=atime if atime is not None else mtime, mtime_ns=mtime,
+                  ctime_ns=ctime if ctime is not None else mtime, rdev=device_number(mode, rdev or 0))
     return attrs, unusable
 
 
@@ -168,14 +171,14 @@ def attrs_from_object(info: ObjectInfo, *, is_dir: bool, defaults: Defaults) -> 
 def representable(attrs: Attrs) -> bool:
     """Whether every field fits what the kernel takes. ``parse_attrs`` only makes such values, but
     the metadata cache may hold rows an older obsfs took from metadata it did not check."""
-    return (attrs.mode in MODES and attrs.uid in IDS and attrs.gid in IDS and attrs.mtime_ns in TIMES_NS
-            and attrs.ctime_ns in TIMES_NS and attrs.rdev in RDEVS)
+    return (attrs.mode in MODES and attrs.uid in IDS and attrs.gid in IDS and attrs.rdev in RDEVS
+            and all(t in TIMES_NS for t in (attrs.atime_ns, attrs.mtime_ns, attrs.ctime_ns)))
 
 
 def implicit_dir_attrs(defaults: Defaults, mtime_ns: int) -> Attrs:
     """A directory that exists only as a key prefix: nothing is stored, the defaults are the truth."""
     return Attrs(mode=stat.S_IFDIR | DEFAULT_DIR_PERM, uid=defaults.uid, gid=defaults.gid, size=0,
-                 mtime_ns=mtime_ns, ctime_ns=mtime_ns)
+                 atime_ns=mtime_ns, mtime_ns=mtime_ns, ctime_ns=mtime_ns)
 
 
 def to_metadata(attrs: Attrs) -> dict[str, str]:
@@ -185,6 +188,7 @@ def to_metadata(attrs: Attrs) -> dict[str, str]:
         "mode": str(attrs.mode),
         "uid": str(attrs.uid),
         "gid": str(attrs.gid),
+        "atime": format_time_ns(attrs.atime_ns),
         "mtime": format_time_ns(attrs.mtime_ns),
         "ctime": format_time_ns(attrs.ctime_ns),
     }

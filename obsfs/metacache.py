@@ -7,6 +7,9 @@ remount lists a directory of 10,000 files without 10,000 HEADs. A stale row is h
 ETag no longer matches and the HEAD happens as if there were no cache. Losing the file costs
 only speed, so it is written without fsync, and new rows are written in batches (one
 transaction each per row cost 6% of a cold ``ls -l``).
+
+A file whose table has other columns (written by an obsfs before a field was added) is emptied
+and made anew: every row would need a HEAD to fill the new column, which is what a miss costs.
 """
 
 from __future__ import annotations
@@ -23,15 +26,16 @@ log = logging.getLogger(__name__)
 # The table's name changes with its columns. A file in which another obsfs version kept its own
 # table is emptied (see MetaCache._start_over); an older one's rows were wrong anyway for FIFOs,
 # sockets and devices, which it cached as regular files.
-_TABLE = "attrs_v2"
+_TABLE = "attrs_v3"  # v2 had no atime_ns
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {_TABLE} (
     key TEXT PRIMARY KEY, etag TEXT NOT NULL,
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT, rdev INTEGER NOT NULL
+    atime_ns INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT,
+    rdev INTEGER NOT NULL
 )
 """
-_COLUMNS = "key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type, rdev"
+_COLUMNS = "key, etag, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, content_type, rdev"
 _INSERT = f"INSERT OR REPLACE INTO {_TABLE} ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
 _BATCH = 500  # keys per SELECT, well under SQLite's limit on bound parameters
 _PENDING = 256  # rows collected before one INSERT transaction
@@ -44,7 +48,7 @@ class MetaCache:
         self.db.execute("PRAGMA synchronous=OFF")
         self._start_over()
         self.db.execute(_SCHEMA)
-        self._pending: dict[str, tuple[str, str, int, int, int, int, int, str | None, int]] = {}
+        self._pending: dict[str, tuple[str, str, int, int, int, int, int, int, str | None, int]] = {}
 
     def _start_over(self) -> None:
         """Drop every table if another obsfs version has used this file since we did.
@@ -67,8 +71,8 @@ class MetaCache:
         self.db.close()
 
     def put(self, key: str, etag: str, attrs: Attrs, content_type: str | None) -> None:
-        self._pending[key] = (key, etag, attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns, attrs.ctime_ns,
-                              content_type, attrs.rdev)
+        self._pending[key] = (key, etag, attrs.mode, attrs.uid, attrs.gid, attrs.atime_ns, attrs.mtime_ns,
+                              attrs.ctime_ns, content_type, attrs.rdev)
         if len(self._pending) >= _PENDING:
             self.flush()
 
@@ -101,8 +105,9 @@ class MetaCache:
             batch = keys[start:start + _BATCH]
             rows = self.db.execute(
                 f"SELECT {_COLUMNS} FROM {_TABLE} WHERE key IN ({','.join('?' * len(batch))})", batch).fetchall()
-            for key, etag, mode, uid, gid, mtime_ns, ctime_ns, content_type, rdev in rows:
-                attrs = Attrs(mode=mode, uid=uid, gid=gid, size=0, mtime_ns=mtime_ns, ctime_ns=ctime_ns, rdev=rdev)
+            for key, etag, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, content_type, rdev in rows:
+                attrs = Attrs(mode=mode, uid=uid, gid=gid, size=0, atime_ns=atime_ns, mtime_ns=mtime_ns,
+                              ctime_ns=ctime_ns, rdev=rdev)
                 # A row an older obsfs wrote from metadata it did not check is HEADed again.
                 if etags.get(key) == etag and representable(attrs):
                     found[key] = (attrs, content_type)

@@ -1,18 +1,23 @@
-"""Attributes: getattr, setattr and symlink targets."""
+"""Attributes: getattr, setattr, symlink targets, and the times of directories whose entries change."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import stat
 from dataclasses import replace
 
 import pyfuse3
+import trio
 
+from obsfs.errors import ObsfsError
 from obsfs.fs.boundary import FsError, boundary
 from obsfs.fs.core import NEGATIVE, content_type_for, now_ns
 from obsfs.fs.files import OpenFiles
-from obsfs.inodes import ROOT_INO, Node
+from obsfs.inodes import ROOT_INO, Entry, Node
 from obsfs.meta import DIR_CONTENT_TYPE, to_metadata
+
+log = logging.getLogger(__name__)
 
 
 class Attributes(OpenFiles):
@@ -41,13 +46,16 @@ class Attributes(OpenFiles):
             entry = await self._require(path) if path else node.entry
             attrs = entry.attrs
             now = now_ns()
-            changes: dict[str, int] = {"ctime_ns": now}
+            # pyfuse3 turns UTIME_NOW into the current time and leaves out UTIME_OMIT.
+            changes: dict[str, int] = {"ctime_ns": attr.st_ctime_ns if fields.update_ctime else now}
             if fields.update_mode:
                 changes["mode"] = stat.S_IFMT(attrs.mode) | stat.S_IMODE(attr.st_mode)
             if fields.update_uid:
                 changes["uid"] = attr.st_uid
             if fields.update_gid:
                 changes["gid"] = attr.st_gid
+            if fields.update_atime:
+                changes["atime_ns"] = attr.st_atime_ns
             if fields.update_mtime:
                 changes["mtime_ns"] = attr.st_mtime_ns
             if fields.update_size:
@@ -75,12 +83,16 @@ class Attributes(OpenFiles):
     async def _store_attrs(self, node: Node, path: str) -> None:
         """Persist new attributes of an object that has no pending data."""
         entry = node.entry
-        metadata = to_metadata(entry.attrs)
         if entry.attrs.is_dir:
-            etag = await self.store.put_bytes(self.layout.dir_key(path), b"", metadata=metadata,
-                                              content_type=DIR_CONTENT_TYPE)
-            node.entry = replace(entry, etag=etag or None, has_marker=True)
+            async with self.dir_times.writing(path):
+                self.dir_times.take(path)  # this write carries the times a pending one would
+                entry = node.entry  # as of now: an entry created while we waited changed the times
+                etag = await self.store.put_bytes(self.layout.dir_key(path), b"", metadata=to_metadata(entry.attrs),
+                                                  content_type=DIR_CONTENT_TYPE)
+            self.dir_times.implicit.pop(path, None)  # it has a marker now
+            node.entry = replace(node.entry, etag=etag or None, has_marker=True)
         else:
+            metadata = to_metadata(entry.attrs)
             key = self.layout.file_key(path)
             await self.store.copy(key, key, metadata=metadata,
                                   content_type=entry.content_type or content_type_for(path), size=entry.attrs.size)
@@ -90,6 +102,57 @@ class Attributes(OpenFiles):
             if etag:
                 self.meta_cache.put(key, etag, entry.attrs, entry.content_type)
         self._remember(path, node.entry)
+
+    def _dir_changed(self, inode: int) -> None:
+        """An entry was created in, removed from or renamed in the directory ``inode``: its mtime
+        and ctime are now. Shown at once (the kernel drops its cached attributes of the directory
+        after such a request and asks getattr); stored lazily, see dirtimes.py."""
+        node = self.inodes.get(inode)
+        path = node.path if node is not None else None
+        if node is None or path is None:
+            return
+        now = now_ns()
+        node.entry = replace(node.entry, attrs=node.entry.attrs.with_changes(mtime_ns=now, ctime_ns=now))
+        self._remember(path, node.entry)
+        if not path:
+            return  # the mount root: its attributes come from the mount options and live in memory only
+        if not node.entry.has_marker:
+            self.dir_times.implicit[path] = node.entry.attrs  # no marker is made for it
+        elif node.entry.exact and self.dir_times.touch(path) and self.nursery is not None:
+            self.nursery.start_soon(self._write_dir_times, path, self.config.upload_delay)
+
+    async def _write_dir_times(self, path: str, delay: float) -> None:
+        """The lazy write of a directory's times: the marker, with its attributes as they are when
+        this writer's turn comes, so one PUT covers every change until then."""
+        await trio.sleep(delay)
+        async with self.dir_times.writing(path):
+            if not self.dir_times.take(path):
+                return  # an explicit change wrote it, or the directory was removed or renamed
+            node = self.inodes.by_path(path)
+            entry = node.entry if node is not None else self.stat_cache.get(path)
+            if not isinstance(entry, Entry) or not entry.attrs.is_dir or not entry.has_marker:
+                return
+            try:
+                await self.store.put_bytes(self.layout.dir_key(path), b"", metadata=to_metadata(entry.attrs),
+                                           content_type=DIR_CONTENT_TYPE)
+            except ObsfsError as exc:
+                log.warning("the new times of directory %s were not stored: %s", path, exc)
+
+    async def _write_dir_times_now(self, under: str) -> None:
+        """Write the pending directory times at and below ``under`` (a rename copies the markers,
+        the unmount ends the mount)."""
+        async with trio.open_nursery() as nursery:
+            for path in self.dir_times.pending_under(under):
+                nursery.start_soon(self._write_dir_times, path, 0)
+
+    async def flush_all(self, deadline: float) -> list[str]:
+        """Files first, then directory times with what is left of ``deadline``: losing those costs
+        only a directory's new mtime."""
+        end = trio.current_time() + deadline
+        failed = await super().flush_all(deadline)
+        with trio.move_on_after(max(0.0, end - trio.current_time())):
+            await self._write_dir_times_now("")
+        return failed
 
     @boundary
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:

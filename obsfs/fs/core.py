@@ -18,6 +18,7 @@ from cachetools import TTLCache
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
 from obsfs.dialects import Kind, folder_key, marker_keys, object_kind
+from obsfs.dirtimes import DirTimes
 from obsfs.errors import NotFound, ObsfsError, TemporaryFailure, first_error
 from obsfs.fs.boundary import FsError, ReadOnly
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
@@ -117,12 +118,18 @@ class FsCore(pyfuse3.Operations):
         # Directory path -> one set per listing of it in progress: the names this mount changed
         # (created, uploaded, renamed, removed) while its LIST pages were being fetched.
         self._listings: dict[str, list[set[str]]] = {}
+        self.dir_times = DirTimes()  # directory times not yet in their markers
         self.nursery: trio.Nursery | None = None  # set by mount.py; background prefetches run here
 
     def _root_entry(self) -> Entry:
         d = self.config.defaults
-        return Entry(Attrs(mode=self.config.root_mode, uid=d.uid, gid=d.gid, size=0,
+        return Entry(Attrs(mode=self.config.root_mode, uid=d.uid, gid=d.gid, size=0, atime_ns=self.started_ns,
                            mtime_ns=self.started_ns, ctime_ns=self.started_ns), has_marker=True)
+
+    def _implicit_dir(self, path: str) -> Attrs:
+        """A directory that exists only as a key prefix: the defaults, with the times this mount
+        gave it (dirtimes.py)."""
+        return self.dir_times.implicit.get(path) or implicit_dir_attrs(self.config.defaults, self.started_ns)
 
     def _object_entry(self, info: ObjectInfo, *, is_dir: bool, has_marker: bool | None = None,
                       object_marker: bool = False) -> Entry:
@@ -228,7 +235,7 @@ class FsCore(pyfuse3.Operations):
         if folder is not None:
             return self._object_entry(folder, is_dir=True, has_marker=False)
         if page.objects or page.prefixes:
-            return Entry(implicit_dir_attrs(self.config.defaults, self.started_ns))
+            return Entry(self._implicit_dir(path))
         return None
 
     async def _stat(self, path: str, *, need_exact: bool = True, quick: bool = False) -> Entry | None:
@@ -340,7 +347,7 @@ class FsCore(pyfuse3.Operations):
         out.st_size = size
         out.st_blksize = BLOCK
         out.st_blocks = (size + 511) // 512
-        out.st_atime_ns = attrs.mtime_ns
+        out.st_atime_ns = attrs.atime_ns
         out.st_mtime_ns = attrs.mtime_ns
         out.st_ctime_ns = attrs.ctime_ns
         return out

@@ -17,7 +17,7 @@ from obsfs.fs.boundary import FsError, boundary
 from obsfs.fs.core import NEGATIVE, DirHandle
 from obsfs.inodes import Entry
 from obsfs.layout import InvalidName, join, listed_name, name_of, parent_of
-from obsfs.meta import Attrs, implicit_dir_attrs
+from obsfs.meta import Attrs
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,7 @@ class Listing(Attributes):
         if child.is_dir:
             if isinstance(cached, Entry) and cached.attrs.is_dir:
                 return cached
-            return Entry(implicit_dir_attrs(self.config.defaults, self.started_ns), exact=False,
-                         object_marker=child.object_marker)
+            return Entry(self._implicit_dir(path), exact=False, object_marker=child.object_marker)
         assert info is not None  # a name is a file only by its object
         if info.key in known:
             attrs, content_type = known[info.key]

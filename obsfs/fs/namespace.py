@@ -72,6 +72,7 @@ class Namespace(Listing):
         entry = Entry(attrs, etag=etag or None, content_type=DIR_CONTENT_TYPE, has_marker=True)
         self._remember(path, entry)
         self.dir_cache[path] = {}
+        self._dir_changed(parent_inode)
         return self._hand_out(path, entry)
 
     async def _new_entry(self, parent_inode: int, name: bytes, mode: int, size: int,
@@ -96,7 +97,7 @@ class Namespace(Listing):
         if exists:
             raise FsError(errno.EEXIST)
         now = now_ns()
-        return path, Attrs(mode=mode, uid=ctx.uid, gid=ctx.gid, size=size, mtime_ns=now, ctime_ns=now)
+        return path, Attrs(mode=mode, uid=ctx.uid, gid=ctx.gid, size=size, atime_ns=now, mtime_ns=now, ctime_ns=now)
 
     async def _check_parent(self, path: str, *, quick: bool = False) -> None:
         parent = await self._stat(parent_of(path), quick=quick)
@@ -121,9 +122,13 @@ class Namespace(Listing):
             raise FsError(errno.ENOTDIR)
         if not await self._is_empty_dir(path):
             raise FsError(errno.ENOTEMPTY, f"{path} is not empty")
-        await self.store.delete_many(self._marker_keys(path, entry))
+        async with self.dir_times.writing(path):  # no lazy write of its times may bring the marker back
+            self.dir_times.take(path)
+            await self.store.delete_many(self._marker_keys(path, entry))
+        self.dir_times.forget_implicit(path)
         self._forget_subtree(path)  # scans the caches: for directories only, not every unlink
         self._unlinked(path)
+        self._dir_changed(parent_inode)
 
     def _unlinked(self, path: str) -> None:
         node = self.inodes.by_path(path)
@@ -145,21 +150,22 @@ class Namespace(Listing):
         if node is None:
             await self.store.delete(self.layout.file_key(path))
             self._unlinked(path)
-            return
-        async with node.lock:  # an upload in flight finishes first, then we delete what it wrote
-            if node.path != path:
-                raise FsError(errno.ENOENT)
-            if not node.local_only:
-                await self.store.delete(self.layout.file_key(path))
-            self._unlinked(path)
+        else:
+            async with node.lock:  # an upload in flight finishes first, then we delete what it wrote
+                if node.path != path:
+                    raise FsError(errno.ENOENT)
+                if not node.local_only:
+                    await self.store.delete(self.layout.file_key(path))
+                self._unlinked(path)
+        self._dir_changed(parent_inode)
 
     @boundary
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path, attrs = await self._new_entry(parent_inode, name, stat.S_IFLNK | 0o777, len(target), ctx)
-        return await self._put_entry(path, attrs, target, link_target=target)
+        return await self._put_entry(parent_inode, path, attrs, target, link_target=target)
 
-    async def _put_entry(self, path: str, attrs: Attrs, body: bytes, *,
+    async def _put_entry(self, parent_inode: int, path: str, attrs: Attrs, body: bytes, *,
                          link_target: bytes | None = None) -> pyfuse3.EntryAttributes:
         """Store a symlink or special file at once: it has no contents to stage, and nothing to
         gain from waiting (one small PUT, as s3fs makes it)."""
@@ -168,6 +174,7 @@ class Namespace(Listing):
                                           content_type=content_type)
         entry = Entry(attrs, etag=etag or None, content_type=content_type, link_target=link_target)
         self._remember(path, entry)
+        self._dir_changed(parent_inode)
         return self._hand_out(path, entry)
 
     @boundary
@@ -190,7 +197,7 @@ class Namespace(Listing):
         if stat.S_IFMT(mode) not in SPECIAL_KINDS:
             raise FsError(errno.EPERM, f"cannot store a file of type {stat.S_IFMT(mode):o}")
         path, attrs = await self._new_entry(parent_inode, name, mode, 0, ctx)
-        return await self._put_entry(path, attrs.with_changes(rdev=device_number(mode, rdev)), b"")
+        return await self._put_entry(parent_inode, path, attrs.with_changes(rdev=device_number(mode, rdev)), b"")
 
     @boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
@@ -206,6 +213,7 @@ class Namespace(Listing):
         node.staged.mark_dirty()
         self.local_only[path] = node
         self._remember(path, entry)
+        self._dir_changed(parent_inode)
         attributes = self._hand_out(path, entry)
         node.opens += 1
         fh = self._add_handle(FileHandle(node, writable=True))

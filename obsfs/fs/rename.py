@@ -12,7 +12,7 @@ import trio
 from obsfs.backend.base import ObjectInfo
 from obsfs.errors import first_error
 from obsfs.fs.boundary import FsError, boundary
-from obsfs.fs.core import content_type_for, user_metadata
+from obsfs.fs.core import content_type_for, now_ns, user_metadata
 from obsfs.fs.namespace import Namespace
 from obsfs.inodes import Entry, Node
 from obsfs.layout import is_under, rebase
@@ -51,6 +51,8 @@ class Renames(Namespace):
             await self._rename_dir(old, new, source, target)
         else:
             await self._rename_file(old, new)
+        self._dir_changed(parent_inode_old)
+        self._dir_changed(parent_inode_new)
 
     async def _rename_file(self, old: str, new: str) -> None:
         node = self.inodes.by_path(old)
@@ -71,6 +73,7 @@ class Renames(Namespace):
                 await self._rename_unsent(node, old, new, self._stored_etag(replaced, new, target))
                 return
             old_key, new_key = self.layout.file_key(old), self.layout.file_key(new)
+            source = replace(source, attrs=source.attrs.with_changes(ctime_ns=now_ns()))
             await self.store.copy(old_key, new_key, metadata=to_metadata(source.attrs),
                                   content_type=source.content_type or content_type_for(new), size=source.attrs.size)
             await self.store.delete(old_key)
@@ -95,7 +98,7 @@ class Renames(Namespace):
         conditional on ``base``, the object it replaces there."""
         assert node.staged is not None
         old_stored = node.staged.base_etag is not None  # the old key holds an object to remove
-        self._moved(old, new, node.entry)
+        self._moved(old, new, replace(node.entry, attrs=node.entry.attrs.with_changes(ctime_ns=now_ns())))
         node.staged.base_etag = base
         node.local_only = base is None
         if node.local_only:
@@ -117,6 +120,8 @@ class Renames(Namespace):
 
     async def _rename_dir(self, old: str, new: str, source: Entry, target: Entry | None) -> None:
         """Copy every key under the old prefix, then delete the old keys: not atomic, as in s3fs."""
+        await self._write_dir_times_now(old)  # the markers are copied from the store
+        source = replace(source, attrs=source.attrs.with_changes(ctime_ns=now_ns()))
         async with contextlib.AsyncExitStack() as stack:
             # No upload of a file below may run while its key changes under it.
             pending = [n for n in self.inodes.under(old) if n.staged is not None]
@@ -148,7 +153,7 @@ class Renames(Namespace):
         async def copy_one(info: ObjectInfo) -> None:
             head = await self.store.head(info.key)
             await self.store.copy(info.key, new_keys[info.key],
-                                  metadata=dict(user_metadata(head)),
+                                  metadata=to_metadata(source.attrs) if info.key == old_prefix else user_metadata(head),
                                   content_type=head.content_type or "application/octet-stream",
                                   size=head.size)
 
@@ -172,6 +177,7 @@ class Renames(Namespace):
             if node.staged is not None and node.staged.dirty:
                 node.staged.base_etag = None  # the new key does not exist yet
                 await self._commit(node)
+        self.dir_times.forget_implicit(old)
         self._forget_subtree(old)
         self._forget_subtree(new)
         self._remember(old, None)

@@ -11,7 +11,7 @@ from obsfs.meta import Attrs
 
 
 def entry(kind: int = stat.S_IFREG, size: int = 0) -> Entry:
-    return Entry(attrs=Attrs(mode=kind | 0o644, uid=0, gid=0, size=size, mtime_ns=0, ctime_ns=0))
+    return Entry(attrs=Attrs(mode=kind | 0o644, uid=0, gid=0, size=size, atime_ns=0, mtime_ns=0, ctime_ns=0))
 
 
 DIR = stat.S_IFDIR

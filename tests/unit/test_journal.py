@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from obsfs.journal import RESERVE_BYTES, DirtyRecord, Journal
 from obsfs.meta import Attrs
 
-ATTRS = Attrs(mode=0o100644, uid=0, gid=0, size=0, mtime_ns=1, ctime_ns=1)
+ATTRS = Attrs(mode=0o100644, uid=0, gid=0, size=0, atime_ns=2, mtime_ns=1, ctime_ns=1)
 
 
 def rec(name: str) -> DirtyRecord:
@@ -124,3 +125,23 @@ def test_close_settles_what_is_owed_and_the_rest_survives_a_reopen(disk: Path) -
     filler1.unlink()
     journal.close()
     assert names(Journal(disk / "journal.db")) == {"kept"}
+
+
+OLD_JOURNAL = """
+CREATE TABLE dirty (data_file TEXT PRIMARY KEY, key TEXT NOT NULL, base_etag TEXT,
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, content_type TEXT NOT NULL);
+INSERT INTO dirty VALUES ('old', 'dir/old', NULL, 33188, 0, 0, 5, 6, 'text/plain');
+"""
+
+
+def test_a_journal_from_before_atime_keeps_its_rows(tmp_path: Path) -> None:
+    """Its rows are acknowledged writes: the new column is added, and their atime is their mtime."""
+    db = sqlite3.connect(tmp_path / "journal.db")
+    db.executescript(OLD_JOURNAL)
+    db.close()
+    journal = Journal(tmp_path / "journal.db")
+    journal.record(rec("new"))
+    assert {r.data_file: r.attrs for r in journal.all()} == {
+        "old": Attrs(mode=33188, uid=0, gid=0, size=0, atime_ns=5, mtime_ns=5, ctime_ns=6), "new": ATTRS}
+    journal.close()

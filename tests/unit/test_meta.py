@@ -35,18 +35,27 @@ def info(metadata: Mapping[str, str] | None, *, key: str = "f", size: int = 42) 
 
 
 def test_round_trip_of_a_file() -> None:
-    attrs = Attrs(mode=stat.S_IFREG | 0o640, uid=1001, gid=1002, size=42,
+    attrs = Attrs(mode=stat.S_IFREG | 0o640, uid=1001, gid=1002, size=42, atime_ns=1_400_000_000,
                   mtime_ns=1_700_000_000_123_456_789, ctime_ns=1_700_000_001_000_000_000)
     meta = to_metadata(attrs)
-    assert meta == {"mode": str(stat.S_IFREG | 0o640), "uid": "1001", "gid": "1002",
+    # As s3fs 1.90 writes them: whole seconds bare, nanoseconds with nine digits.
+    assert meta == {"mode": str(stat.S_IFREG | 0o640), "uid": "1001", "gid": "1002", "atime": "1.400000000",
                     "mtime": "1700000000.123456789", "ctime": "1700000001"}
     assert attrs_from_object(info(meta), is_dir=False, defaults=DEFAULTS) == attrs
 
 
+def test_atime_and_ctime_default_to_the_mtime() -> None:
+    """Objects of an s3fs before atime, or written by obsfs before it kept one, have only mtime."""
+    attrs = attrs_from_object(info({"mtime": "1700000000.5"}), is_dir=False, defaults=DEFAULTS)
+    assert attrs.atime_ns == attrs.mtime_ns == attrs.ctime_ns == 1_700_000_000 * NS + NS // 2
+    attrs = attrs_from_object(info({"mtime": "9", "atime": "8", "ctime": "10"}), is_dir=False, defaults=DEFAULTS)
+    assert (attrs.atime_ns, attrs.mtime_ns, attrs.ctime_ns) == (8 * NS, 9 * NS, 10 * NS)
+
+
 def test_round_trip_of_a_dir_and_a_symlink() -> None:
-    d = Attrs(mode=stat.S_IFDIR | 0o750, uid=7, gid=8, size=0, mtime_ns=5 * NS, ctime_ns=6 * NS)
+    d = Attrs(mode=stat.S_IFDIR | 0o750, uid=7, gid=8, size=0, atime_ns=4 * NS, mtime_ns=5 * NS, ctime_ns=6 * NS)
     assert attrs_from_object(info(to_metadata(d), size=0), is_dir=True, defaults=DEFAULTS) == d
-    link = Attrs(mode=stat.S_IFLNK | 0o777, uid=7, gid=8, size=3, mtime_ns=5 * NS, ctime_ns=5 * NS)
+    link = Attrs(mode=stat.S_IFLNK | 0o777, uid=7, gid=8, size=3, atime_ns=5 * NS, mtime_ns=5 * NS, ctime_ns=5 * NS)
     back = attrs_from_object(info(to_metadata(link), size=3), is_dir=False, defaults=DEFAULTS)
     assert back == link
     assert back.is_link and not back.is_dir
@@ -140,7 +149,8 @@ def test_s3fs_special_files_keep_their_type(name: str, mode: int) -> None:
 
 @pytest.mark.parametrize("mode", [stat.S_IFCHR | 0o620, stat.S_IFBLK | 0o660])
 def test_round_trip_of_a_device(mode: int) -> None:
-    attrs = Attrs(mode=mode, uid=0, gid=6, size=0, mtime_ns=5 * NS, ctime_ns=5 * NS, rdev=os.makedev(259, 70000))
+    attrs = Attrs(mode=mode, uid=0, gid=6, size=0, atime_ns=4 * NS, mtime_ns=5 * NS, ctime_ns=5 * NS,
+                  rdev=os.makedev(259, 70000))
     meta = to_metadata(attrs)
     assert meta["rdev"] == str(0x11110370)  # decimal, with glibc's (and the kernel's) split minor bits
     assert attrs_from_object(info(meta, size=0), is_dir=False, defaults=DEFAULTS) == attrs
@@ -168,18 +178,19 @@ def test_metadata_uid_gid_win_over_defaults_and_garbage_does_not() -> None:
 
 def test_implicit_dir() -> None:
     attrs = implicit_dir_attrs(DEFAULTS, 77)
-    assert attrs == Attrs(mode=stat.S_IFDIR | 0o755, uid=1234, gid=5678, size=0, mtime_ns=77, ctime_ns=77)
+    assert attrs == Attrs(mode=stat.S_IFDIR | 0o755, uid=1234, gid=5678, size=0, atime_ns=77, mtime_ns=77,
+                          ctime_ns=77)
     assert DIR_CONTENT_TYPE == "application/x-directory"
 
 
 def test_shown_without_overrides_is_unchanged() -> None:
-    attrs = Attrs(mode=stat.S_IFREG | 0o666, uid=1, gid=2, size=0, mtime_ns=0, ctime_ns=0)
+    attrs = Attrs(mode=stat.S_IFREG | 0o666, uid=1, gid=2, size=0, atime_ns=0, mtime_ns=0, ctime_ns=0)
     assert shown(attrs, DEFAULTS) == attrs
 
 
 def test_shown_applies_umask_but_keeps_the_type() -> None:
     defaults = Defaults(uid=0, gid=0, umask=0o027)
-    f = Attrs(mode=stat.S_IFREG | 0o4777, uid=1, gid=2, size=0, mtime_ns=0, ctime_ns=0)
+    f = Attrs(mode=stat.S_IFREG | 0o4777, uid=1, gid=2, size=0, atime_ns=0, mtime_ns=0, ctime_ns=0)
     assert shown(f, defaults).mode == stat.S_IFREG | 0o4750
     d = f.with_changes(mode=stat.S_IFDIR | 0o777)
     assert shown(d, defaults).mode == stat.S_IFDIR | 0o750
@@ -188,7 +199,7 @@ def test_shown_applies_umask_but_keeps_the_type() -> None:
 
 
 def test_shown_forces_uid_and_gid_separately() -> None:
-    attrs = Attrs(mode=stat.S_IFREG | 0o644, uid=1, gid=2, size=0, mtime_ns=0, ctime_ns=0)
+    attrs = Attrs(mode=stat.S_IFREG | 0o644, uid=1, gid=2, size=0, atime_ns=0, mtime_ns=0, ctime_ns=0)
     only_uid = shown(attrs, Defaults(uid=500, gid=600, force_uid=True))
     assert (only_uid.uid, only_uid.gid) == (500, 2)
     both = shown(attrs, Defaults(uid=500, gid=600, force_uid=True, force_gid=True))
@@ -208,7 +219,7 @@ UNUSABLE = [
     {"mode": "inf"}, {"mode": "33188.0"}, {"mode": "33_188"}, {"mode": "9" * 5000},
     {"uid": "-5"}, {"uid": str(2**32)}, {"uid": str(2**32 - 1)}, {"uid": "1e3"}, {"gid": "-1"}, {"gid": " "},
     {"mtime": "1700000000000"}, {"mtime": "NaN"}, {"mtime": "inf"}, {"mtime": ""},
-    {"ctime": "1700000000000"}, {"ctime": "-inf"},
+    {"ctime": "1700000000000"}, {"ctime": "-inf"}, {"atime": "1700000000000"}, {"atime": "x"},
     {"rdev": "-1"}, {"rdev": str(2**32)}, {"rdev": "8:1"},
 ]
 
@@ -224,8 +235,8 @@ def test_unusable_field_gets_its_default_and_is_reported(metadata: Mapping[str, 
 def test_only_the_unusable_fields_get_defaults() -> None:
     meta = {"mode": str(stat.S_IFREG | 0o600), "uid": "-5", "gid": "42", "mtime": "1700000000000", "ctime": "7"}
     attrs, unusable = parse_attrs(info(meta), is_dir=False, defaults=DEFAULTS)
-    assert attrs == Attrs(mode=stat.S_IFREG | 0o600, uid=1234, gid=42, size=42, mtime_ns=int(LAST_MODIFIED * NS),
-                          ctime_ns=7 * NS)
+    assert attrs == Attrs(mode=stat.S_IFREG | 0o600, uid=1234, gid=42, size=42,
+                          atime_ns=int(LAST_MODIFIED * NS), mtime_ns=int(LAST_MODIFIED * NS), ctime_ns=7 * NS)
     assert unusable == ["uid='-5'", "mtime='1700000000000'"]
 
 
@@ -262,8 +273,9 @@ def test_unusable_metadata_is_logged_once_per_key(caplog: pytest.LogCaptureFixtu
 
 
 @pytest.mark.parametrize("change", [{"mode": -1}, {"mode": 2**16}, {"uid": -5}, {"gid": 2**32 - 1},
-                                    {"mtime_ns": 2**63}, {"ctime_ns": -(2**63) - 1}, {"rdev": 2**32}])
+                                    {"mtime_ns": 2**63}, {"ctime_ns": -(2**63) - 1}, {"rdev": 2**32},
+                                    {"atime_ns": 2**63}])
 def test_representable_rejects_what_the_kernel_cannot_take(change: dict[str, int]) -> None:
-    attrs = Attrs(mode=stat.S_IFREG | 0o644, uid=1, gid=2, size=0, mtime_ns=0, ctime_ns=0)
+    attrs = Attrs(mode=stat.S_IFREG | 0o644, uid=1, gid=2, size=0, atime_ns=0, mtime_ns=0, ctime_ns=0)
     assert representable(attrs)
     assert not representable(attrs.with_changes(**change))

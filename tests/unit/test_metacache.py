@@ -10,7 +10,8 @@ from pathlib import Path
 from obsfs.meta import Attrs
 from obsfs.metacache import MetaCache
 
-ATTRS = Attrs(mode=0o100640, uid=7, gid=8, size=0, mtime_ns=1_000_000_123, ctime_ns=2_000_000_000)
+ATTRS = Attrs(mode=0o100640, uid=7, gid=8, size=0, atime_ns=3_000_000_000, mtime_ns=1_000_000_123,
+              ctime_ns=2_000_000_000)
 
 
 def test_a_pending_row_is_seen_by_lookup_and_survives_close(tmp_path: Path) -> None:
@@ -53,7 +54,8 @@ def test_a_row_the_kernel_could_not_take_is_not_served(tmp_path: Path) -> None:
     assert cache.lookup([("bad", "e1"), ("good", "e2")]) == {"good": (ATTRS, None)}
 
 
-DEVICE = Attrs(mode=stat.S_IFBLK | 0o660, uid=0, gid=6, size=0, mtime_ns=1, ctime_ns=2, rdev=os.makedev(259, 70000))
+DEVICE = Attrs(mode=stat.S_IFBLK | 0o660, uid=0, gid=6, size=0, atime_ns=3, mtime_ns=1, ctime_ns=2,
+               rdev=os.makedev(259, 70000))
 # The table the obsfs before device numbers kept, as it made it.
 OLD_SCHEMA = """CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY, etag TEXT NOT NULL,
