@@ -18,6 +18,7 @@ from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
 from obsfs.errors import NotFound, ObsfsError, TemporaryFailure
 from obsfs.fs.boundary import FsError, ReadOnly
+from obsfs.inodemap import InodeMap
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.journal import Journal
 from obsfs.layout import Layout, decode_name, is_under, join, name_of, parent_of
@@ -88,7 +89,7 @@ class FsCore(pyfuse3.Operations):
     # bucket would show with a stale size, and a listing's provisional mtime would stick.
 
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
-                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig) -> None:
+                 reader: ChunkReader, meta_cache: MetaCache, inode_map: InodeMap, config: FsConfig) -> None:
         super().__init__()
         self.store = store
         self.layout = layout
@@ -98,7 +99,7 @@ class FsCore(pyfuse3.Operations):
         self.meta_cache = meta_cache
         self.config = config
         self.started_ns = now_ns()
-        self.inodes = InodeTable(self._root_entry())
+        self.inodes = InodeTable(self._root_entry(), inode_map)
         self.stat_cache: TTLCache[str, Any] = TTLCache(config.stat_cache_size, config.stat_ttl,
                                                        timer=time.monotonic)
         # Complete listings: directory path -> name in it -> is a directory. A name missing here
