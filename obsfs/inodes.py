@@ -4,6 +4,10 @@ The kernel holds an inode as long as its lookup count is above zero; we may forg
 when that count and our own open count are both zero (pyfuse3's rule: every reply that hands out
 an inode adds one, only ``forget`` takes away). Nodes are addressed by path; an unlinked node
 loses its path but lives on until forgotten, so open handles on it stay valid.
+
+Only the nodes the kernel holds (or that are open or have data to upload) live here; the number
+of every path ever shown is in ``InodeMap`` on disk, and a node made again for a path the kernel
+had forgotten takes its number from there.
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from obsfs.inodemap import ROOT_INO as ROOT_INO
+from obsfs.inodemap import InodeMap
 from obsfs.layout import is_under, rebase
 from obsfs.meta import Attrs
 
 if TYPE_CHECKING:
     from obsfs.partstream import PartStream
     from obsfs.staging import StagedFile
-
-ROOT_INO = 1  # pyfuse3.ROOT_INODE
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,13 @@ class Node:
 
 
 class InodeTable:
-    """ino -> Node and path -> ino, for every inode the kernel may still name."""
+    """ino -> Node and path -> Node, for every inode the kernel may still name."""
 
-    def __init__(self, root_entry: Entry) -> None:
+    def __init__(self, root_entry: Entry, numbers: InodeMap) -> None:
         root = Node(ino=ROOT_INO, path="", entry=root_entry, lookups=1)
         self._by_ino: dict[int, Node] = {ROOT_INO: root}
         self._by_path: dict[str, Node] = {"": root}
-        self._next_ino = ROOT_INO + 1
+        self.numbers = numbers
 
     def __len__(self) -> int:
         return len(self._by_ino)
@@ -82,14 +86,26 @@ class InodeTable:
             # The object changed type (file <-> dir) behind our back: a new inode, so the kernel
             # does not see one inode change its type.
             self.detach(node)
-        node = Node(ino=self._next_ino, path=path, entry=entry)
-        self._next_ino += 1
+        node = Node(ino=self.numbers.number(path, entry.attrs.kind), path=path, entry=entry)
         self._by_ino[node.ino] = node
         self._by_path[path] = node
         return node
 
+    def unlink(self, path: str) -> None:
+        """``path`` (and what was below it) is gone, whether or not the kernel holds its node."""
+        node = self._by_path.get(path)
+        if node is not None:
+            self.detach(node)
+        else:
+            self.numbers.drop(path)
+
     def detach(self, node: Node) -> None:
-        """Unlink: the path no longer names this node; open handles keep it alive."""
+        """Unlink: the path no longer names this node, nor its number; open handles keep it alive."""
+        if node.path is not None:
+            self.numbers.drop(node.path)
+        self._unname(node)
+
+    def _unname(self, node: Node) -> None:
         if node.path is not None and self._by_path.get(node.path) is node:
             del self._by_path[node.path]
         node.path = None
@@ -118,7 +134,8 @@ class InodeTable:
         moving = [n for n in self.under(old) if n.path is not None]
         for node in list(self.under(new)):
             if node not in moving:
-                self.detach(node)
+                self._unname(node)
+        self.numbers.move(old, new)
         for node in moving:
             assert node.path is not None
             del self._by_path[node.path]

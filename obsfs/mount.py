@@ -32,6 +32,7 @@ from obsfs.backend.obs import ObsStore
 from obsfs.credentials import Credentials
 from obsfs.errors import ConfigError
 from obsfs.fs import Filesystem, FsConfig
+from obsfs.inodemap import InodeMap
 from obsfs.journal import Journal
 from obsfs.layout import Layout
 from obsfs.meta import Defaults
@@ -257,8 +258,11 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         read_cache = ReadCache(str(cache_dir / "data"), opts.cache_size, CHUNK)
         meta_cache = MetaCache(cache_dir / "meta.db")
         stack.callback(meta_cache.close)
+        inode_map = InodeMap(cache_dir / "inodes.db")
+        stack.callback(inode_map.close)
         reader = ChunkReader(astore, read_cache)
-        fs = Filesystem(astore, layout, staging, journal, reader, meta_cache, fs_config(opts), metrics)
+        fs = Filesystem(astore, layout, staging, journal, reader, meta_cache, inode_map, fs_config(opts),
+                        metrics)
         watch(metrics, fs, read_cache)
         routes = control.Routes(metrics=metrics.exposition,
                                 status=lambda: status_json(spec, metrics, fs, read_cache))

@@ -1,7 +1,8 @@
 """The one place where the filesystem's exceptions become errno values.
 
 Each handler sits behind ``@boundary``, so no exception can kill the mount: pyfuse3 ends the
-session on anything but a FUSEError.
+session on anything but a FUSEError. It is also the one place where a reply is about to go out,
+so it commits the inode numbers the handler gave out.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def boundary(fn: F) -> F:
         except Exception:
             log.exception("%s: unexpected error, answering EIO", name)
             err = errno.EIO
+        finally:
+            # pyfuse3 replies once the handler returns: every inode number in that reply must be
+            # on disk by then, for a daemon that takes over this kernel session (inodemap.py).
+            self.inodes.numbers.commit()
         metrics.fuse_error(name, err)
         raise pyfuse3.FUSEError(err) from None
 

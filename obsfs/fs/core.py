@@ -21,6 +21,7 @@ from obsfs.dialects import Kind, folder_key, marker_keys, object_kind
 from obsfs.dirtimes import DirTimes
 from obsfs.errors import NotFound, ObsfsError, TemporaryFailure, first_error
 from obsfs.fs.boundary import FsError, ReadOnly
+from obsfs.inodemap import InodeMap
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.journal import Journal
 from obsfs.layout import Layout, decode_name, is_under, join, name_of, parent_of
@@ -92,7 +93,8 @@ class FsCore(pyfuse3.Operations):
     # bucket would show with a stale size, and a listing's provisional mtime would stick.
 
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
-                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig, metrics: Metrics | None = None) -> None:
+                 reader: ChunkReader, meta_cache: MetaCache, inode_map: InodeMap, config: FsConfig,
+                 metrics: Metrics | None = None) -> None:
         super().__init__()
         self.metrics = metrics or Metrics()
         self.store = store
@@ -103,7 +105,7 @@ class FsCore(pyfuse3.Operations):
         self.meta_cache = meta_cache
         self.config = config
         self.started_ns = now_ns()
-        self.inodes = InodeTable(self._root_entry())
+        self.inodes = InodeTable(self._root_entry(), inode_map)
         self.stat_cache: TTLCache[str, Any] = TTLCache(config.stat_cache_size, config.stat_ttl,
                                                        timer=time.monotonic)
         # Complete listings: directory path -> name in it -> is a directory. A name missing here

@@ -134,7 +134,7 @@ class Namespace(Listing):
         node = self.inodes.by_path(path)
         if node is not None:
             self._discard_staged(node)
-            self.inodes.detach(node)
+        self.inodes.unlink(path)
         self.meta_cache.forget(self.layout.file_key(path))
         self.local_only.pop(path, None)
         self._remember(path, None)

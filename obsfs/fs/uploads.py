@@ -12,6 +12,7 @@ import trio
 from obsfs.backend.aio import AsyncStore
 from obsfs.errors import NotFound, ObsfsError, PreconditionFailed
 from obsfs.fs.core import FsConfig, FsCore, content_type_for, user_metadata
+from obsfs.inodemap import InodeMap
 from obsfs.inodes import Entry, Node
 from obsfs.journal import DirtyRecord, Journal
 from obsfs.layout import Layout
@@ -30,8 +31,9 @@ class Uploads(FsCore):
     """Dirty files: from close/fsync to the store, and back after a crash."""
 
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
-                 reader: ChunkReader, meta_cache: MetaCache, config: FsConfig, metrics: Metrics | None = None) -> None:
-        super().__init__(store, layout, staging, journal, reader, meta_cache, config, metrics)
+                 reader: ChunkReader, meta_cache: MetaCache, inode_map: InodeMap, config: FsConfig,
+                 metrics: Metrics | None = None) -> None:
+        super().__init__(store, layout, staging, journal, reader, meta_cache, inode_map, config, metrics)
         self.writeback = WriteBack(self._upload, workers=config.upload_workers, delay=config.upload_delay,
                                    max_dirty=config.max_dirty, metrics=self.metrics)
 

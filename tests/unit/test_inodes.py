@@ -1,11 +1,14 @@
-"""The inode table: lookup counts, unlink with open handles, renames of subtrees."""
+"""The inode table: lookup counts, unlink with open handles, renames of subtrees, and numbers
+that outlive the nodes (forget, reopen)."""
 
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 import pytest
 
+from obsfs.inodemap import InodeMap
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.meta import Attrs
 
@@ -18,8 +21,8 @@ DIR = stat.S_IFDIR
 
 
 @pytest.fixture
-def table() -> InodeTable:
-    return InodeTable(entry(DIR))
+def table(tmp_path: Path) -> InodeTable:
+    return InodeTable(entry(DIR), InodeMap(tmp_path / "inodes.db"))
 
 
 def release(table: InodeTable, node: Node) -> None:
@@ -63,8 +66,8 @@ def test_forget_drops_only_at_zero_lookups(table: InodeTable) -> None:
     table.forget(node.ino, 1)
     assert table.get(node.ino) is None
     assert table.by_path("f") is None
-    # A later lookup gets a new inode.
-    assert looked_up(table, "f").ino != node.ino
+    # A later lookup gets the same number: the kernel may have forgotten, tar and rsync have not.
+    assert looked_up(table, "f").ino == node.ino
 
 
 def test_forget_more_than_counted_and_unknown_inodes(table: InodeTable) -> None:
@@ -196,3 +199,36 @@ def test_move_into_a_longer_sibling_name(table: InodeTable) -> None:
     assert table.by_path("ab") is a
     assert table.by_path("ab/x") is ax
     assert table.by_path("a") is None
+
+
+def test_numbers_of_forgotten_and_renamed_nodes_survive_a_new_table(tmp_path: Path) -> None:
+    """A remount with the same cache dir: the same paths, the same numbers."""
+    table = InodeTable(entry(DIR), InodeMap(tmp_path / "inodes.db"))
+    d = looked_up(table, "d", DIR)
+    f = looked_up(table, "d/f")
+    table.forget(f.ino, 1)
+    table.move("d", "e")  # f is no longer in memory: its number moves on disk
+    table.numbers.close()
+    again = InodeTable(entry(DIR), InodeMap(tmp_path / "inodes.db"))
+    assert looked_up(again, "e", DIR).ino == d.ino
+    assert looked_up(again, "e/f").ino == f.ino
+    assert looked_up(again, "d", DIR).ino not in (d.ino, f.ino)
+
+
+def test_unlink_gives_a_new_number_to_a_new_file_whether_held_or_forgotten(table: InodeTable) -> None:
+    held = looked_up(table, "held")
+    held.opens += 1
+    forgotten = looked_up(table, "forgotten")
+    table.forget(forgotten.ino, 1)
+    table.unlink("held")
+    table.unlink("forgotten")
+    assert held.path is None
+    assert table.get(held.ino) is held, "the open file keeps its number"
+    assert looked_up(table, "held").ino not in (held.ino, forgotten.ino)
+    assert looked_up(table, "forgotten").ino not in (held.ino, forgotten.ino)
+
+
+def test_a_forgotten_entry_of_another_kind_gets_a_new_number(table: InodeTable) -> None:
+    old = looked_up(table, "x")
+    table.forget(old.ino, 1)
+    assert looked_up(table, "x", DIR).ino != old.ino
