@@ -150,6 +150,7 @@ class MountOptions:
     max_dirty: int = 1 << 30
     drain_deadline: float = 600.0
     fsname: str | None = None
+    keeper: bool = False
     kernel_flags: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -169,6 +170,7 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "readwrite_timeout": _float, "upload_workers": _int, "cache_size": _cache_mb, "hide": _names,
     "upload_delay": _float,
     "max_dirty": _size_mb, "drain_deadline": _float, "fsname": _str,
+    "keeper": _bool,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}
