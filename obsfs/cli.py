@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import trio
 
@@ -35,7 +36,16 @@ from obsfs.errors import (
     ObsfsError,
     TemporaryFailure,
 )
-from obsfs.mount import MountSpec, check_mountpoint, remove_state, serve, state_file, write_state
+from obsfs.mount import (
+    MountSpec,
+    check_mountpoint,
+    keeper_mount_options,
+    remove_state,
+    serve,
+    state_file,
+    state_path,
+    write_state,
+)
 from obsfs.options import join_option, parse_options, parse_source
 from obsfs.status import Report, render
 
@@ -85,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     mount.add_argument("--credentials-fd", type=int, metavar="FD",
                        help="read AK:SK from this inherited file descriptor")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    mount.add_argument("--keeper-socket", help=argparse.SUPPRESS)
     umount = sub.add_parser("umount", help="flush, unmount and wait for the daemon to exit")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the flush")
@@ -133,11 +144,38 @@ def mount(args: argparse.Namespace) -> int:
         creds = credentials.read_fd(args.credentials_fd, bucket)
     else:
         creds = credentials.resolve(opts.passwd_file, bucket, os.environ)
-    mountpoint = check_mountpoint(args.mountpoint, opts.nonempty)
-    spec = MountSpec(bucket=bucket, prefix=prefix, mountpoint=mountpoint, options=opts)
+    # A keeper's daemon gets the resolved mount point, already mounted: a stat would wait for
+    # the very daemon that is starting.
+    mountpoint = args.mountpoint if args.keeper_socket else check_mountpoint(args.mountpoint, opts.nonempty)
+    spec = MountSpec(bucket=bucket, prefix=prefix, mountpoint=mountpoint, options=opts,
+                     keeper_socket=args.keeper_socket)
     if not args.foreground:
         return start_daemon(args, creds)
+    if opts.keeper and not args.keeper_socket:
+        exec_keeper(args, spec, creds)
     return run_foreground(spec, creds, args.ready_fd)
+
+
+def exec_keeper(args: argparse.Namespace, spec: MountSpec, creds: Credentials) -> None:
+    """Become the keeper of this mount (``python -m obsfs.keeper``, without pyfuse3 loaded); it
+    mounts, then runs this command again, with ``--keeper-socket``, as the daemon it supervises."""
+    sock = str(state_path(spec.mountpoint, "sock"))
+    daemon = [sys.executable, "-m", "obsfs", "mount", args.source, spec.mountpoint, "-f", "--keeper-socket", sock]
+    for option in args.options:
+        daemon += ["-o", option]
+    cred_r, cred_w = os.pipe()
+    os.write(cred_w, f"{creds.access_key}:{creds.secret_key}\n".encode())
+    os.close(cred_w)
+    argv = [sys.executable, "-m", "obsfs.keeper", "--mountpoint", spec.mountpoint,
+            "--options", "\n".join(keeper_mount_options(spec)), "--socket", sock,
+            "--pidfile", str(state_path(spec.mountpoint, "keeper")), "--credentials-fd", str(cred_r)]
+    if args.ready_fd is not None:
+        argv += ["--ready-fd", str(args.ready_fd)]
+    if spec.options.logfile:
+        argv += ["--logfile", spec.options.logfile]
+    os.umask(0o077)
+    os.set_inheritable(cred_r, True)
+    os.execv(sys.executable, [*argv, "--", *daemon])
 
 
 def run_foreground(spec: MountSpec, creds: Credentials, ready_fd: int | None) -> int:
@@ -226,7 +264,7 @@ def _is_zombie(pid: int) -> bool:
 
 def show_status(mountpoint: str, as_json: bool) -> int:
     """Ask the mount's daemon for its report over its control socket, and print it."""
-    path = state_file(mountpoint, "sock")
+    path = state_file(mountpoint, "control")
     try:
         body = control.fetch(str(path), "/status")
     except OSError as exc:
@@ -239,27 +277,40 @@ def show_status(mountpoint: str, as_json: bool) -> int:
     return 0
 
 
-def umount(mountpoint: str, timeout: float) -> int:
-    """SIGTERM the daemon (it flushes, unmounts, exits) and wait; without a daemon, just unmount."""
-    pid_path = state_file(mountpoint, "pid")
+def _pid_in(path: Path) -> int:
     try:
-        pid = int(pid_path.read_text())
+        return int(path.read_text())
     except (FileNotFoundError, ValueError):
-        pid = 0
+        return 0
+
+
+def _wait_gone(pid: int, end: float) -> bool:
+    while pid and _alive(pid):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def umount(mountpoint: str, timeout: float) -> int:
+    """SIGTERM the daemon (it flushes, unmounts, exits) and wait; without a daemon, just unmount.
+    A keeper (``-o keeper``) exits once its daemon has: wait for it too."""
+    pid = _pid_in(state_file(mountpoint, "pid"))
+    keeper = _pid_in(state_file(mountpoint, "keeper"))
+    end = time.monotonic() + timeout
     if not pid or not _alive(pid):
         result = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
         if result.returncode != 0:
             raise ConfigError(f"{mountpoint}: no obsfs daemon found, and fusermount3 -u failed: "
                               f"{result.stderr.strip()}")
+        _wait_gone(keeper, end)
         return 0
     os.kill(pid, 15)
-    end = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > end:
-            print(f"obsfs: daemon {pid} still flushing after {timeout:.0f} s; it keeps running",
-                  file=sys.stderr)
-            return 1
-        time.sleep(0.05)
+    if not _wait_gone(pid, end):
+        print(f"obsfs: daemon {pid} still flushing after {timeout:.0f} s; it keeps running",
+              file=sys.stderr)
+        return 1
+    _wait_gone(keeper, end)
     status_path = state_file(mountpoint, "status")
     try:
         status = int(status_path.read_text() or "0")

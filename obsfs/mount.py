@@ -32,8 +32,10 @@ from obsfs.backend.obs import ObsStore
 from obsfs.credentials import Credentials
 from obsfs.errors import ConfigError
 from obsfs.fs import Filesystem, FsConfig
+from obsfs.handover import KeeperSession
 from obsfs.inodemap import InodeMap
 from obsfs.journal import Journal
+from obsfs.keeper import EXIT_HANDOVER
 from obsfs.layout import Layout
 from obsfs.meta import Defaults
 from obsfs.metacache import MetaCache
@@ -60,6 +62,7 @@ class MountSpec:
     prefix: str
     mountpoint: str
     options: MountOptions
+    keeper_socket: str | None = None  # -o keeper: serve the connection this keeper holds
 
 
 def runtime_dir() -> Path:
@@ -177,12 +180,28 @@ def fuse_options(spec: MountSpec) -> set[str]:
     return options
 
 
-async def _signals(stop: Callable[[], None]) -> None:
-    """Stay subscribed until exit: a second SIGTERM during the final upload must not kill us."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+def keeper_mount_options(spec: MountSpec) -> list[str]:
+    """What the keeper gives fusermount3: the options libfuse would mount with, including the
+    flags it adds by itself (nosuid,nodev always, as ``FUSE_KERNEL_FLAGS`` explains; rw)."""
+    options = fuse_options(spec) | {"nosuid", "nodev"}
+    if not spec.options.ro:
+        options.add("rw")
+    return sorted(options)
+
+
+async def _signals(stop: Callable[[], None], hand_over: Callable[[], None] | None) -> None:
+    """Stay subscribed until exit: a second SIGTERM during the final upload must not kill us.
+    With a keeper, SIGUSR1 (sent by the keeper) asks for a planned handover."""
+    watched = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP] + ([signal.SIGUSR1] if hand_over else [])
+    with trio.open_signal_receiver(*watched) as signals:
         stopping = False
         async for signum in signals:
             name = signal.Signals(signum).name
+            if signum == signal.SIGUSR1 and hand_over is not None and not stopping:
+                log.info("received SIGUSR1: draining for the next daemon")
+                stopping = True
+                hand_over()
+                continue
             if stopping:
                 log.warning("received %s again: still uploading what is pending, then exiting", name)
                 continue
@@ -191,8 +210,10 @@ async def _signals(stop: Callable[[], None]) -> None:
             stop()
 
 
-async def _verify_mounted(mountpoint: str, ready: Callable[[], None]) -> None:
+async def _verify_mounted(mountpoint: str, ready: Callable[[], None], session: KeeperSession | None) -> None:
     """Prove the mount answers (a stat served by our own loop) before telling anyone it is up."""
+    if session is not None:
+        await session.attach(mountpoint)
     info = await trio.to_thread.run_sync(os.stat, mountpoint)
     parent = os.stat(os.path.dirname(mountpoint) or "/")
     if info.st_dev == parent.st_dev or not await trio.to_thread.run_sync(os.path.ismount, mountpoint):
@@ -266,12 +287,24 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         watch(metrics, fs, read_cache)
         routes = control.Routes(metrics=metrics.exposition,
                                 status=lambda: status_json(spec, metrics, fs, read_cache))
-        listen = [ListenAddress(path=str(state_path(spec.mountpoint, "sock")))]
+        listen = [ListenAddress(path=str(state_path(spec.mountpoint, "control")))]
         listen += [opts.metrics] if opts.metrics else []
         await fs.recover()
-        pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
+        session = KeeperSession(spec.keeper_socket) if spec.keeper_socket else None
+        if session is not None:
+            session.start(fs, fuse_options(spec))
+        else:
+            pyfuse3.init(fs, spec.mountpoint, fuse_options(spec))
+
+        def close(unmount: bool) -> None:
+            if session is not None:
+                session.close(spec.mountpoint, unmount)
+            else:
+                pyfuse3.close(unmount=unmount)
+
         failed: list[str] = []
         closed = False
+        handing_over = False
         # drain_deadline counts from the stop request: a request still being served then (a read
         # waiting on a store that does not answer) is cut off at it too.
         serving = trio.CancelScope()
@@ -280,19 +313,31 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
             serving.deadline = trio.current_time() + opts.drain_deadline
             pyfuse3.terminate()
 
+        def hand_over() -> None:
+            nonlocal handing_over
+            handing_over = True
+            pyfuse3.terminate()
+
         try:
             async with trio.open_nursery() as nursery:
                 fs.nursery = reader.nursery = nursery
                 await nursery.start(fs.writeback.run)
                 await nursery.start(control.serve, listen, routes)
-                nursery.start_soon(_signals, stop)
-                nursery.start_soon(_verify_mounted, spec.mountpoint, ready)
+                nursery.start_soon(_signals, stop, hand_over if session else None)
+                nursery.start_soon(_verify_mounted, spec.mountpoint, ready, session)
                 with serving:
                     await pyfuse3.main()
+                closed = True
+                if handing_over:
+                    # pyfuse3.main() returned once the requests already read were answered; the
+                    # kernel queues the rest for the next daemon, which uploads the journal.
+                    close(unmount=False)
+                    astore.stop_writing()
+                    nursery.cancel_scope.cancel()
+                    return EXIT_HANDOVER
                 # Detach first: a mount that is no longer served would hang every process that
                 # touches it for as long as the drain takes. The uploads need no FUSE.
-                closed = True
-                pyfuse3.close(unmount=True)
+                close(unmount=True)
                 if serving.deadline == math.inf:  # unmounted from outside: the clock starts now
                     serving.deadline = trio.current_time() + opts.drain_deadline
                 # Still inside the nursery: the upload workers must run for the drain.
@@ -303,8 +348,8 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
                 astore.stop_writing()
                 nursery.cancel_scope.cancel()
         finally:
-            if not closed:
-                pyfuse3.close(unmount=True)
+            if not closed:  # a keeper's mount outlives a failed daemon: the keeper decides
+                close(unmount=session is None)
     if failed:
         log.error("unmounted with %d file(s) not uploaded: %s", len(failed), ", ".join(failed))
         return 1

@@ -177,6 +177,7 @@ class MountOptions:
     drain_deadline: float = 600.0
     fsname: str | None = None
     metrics: ListenAddress | None = None  # where Prometheus may scrape this mount (off by default)
+    keeper: bool = False
     kernel_flags: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -197,6 +198,7 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "upload_delay": _float,
     "max_dirty": _size_mb, "drain_deadline": _float, "fsname": _str,
     "metrics": parse_listen_address,
+    "keeper": _bool,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}

@@ -51,11 +51,14 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60.0) ->
 
 
 def kill_daemon_of(path: Path) -> None:
-    try:
-        pid = int(state_file(str(path), "pid").read_text())
-        os.kill(pid, signal.SIGKILL)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        pass
+    """SIGKILL the daemon of a mount, and its keeper first (``-o keeper``), which would start
+    another one."""
+    for suffix in ("keeper", "pid"):
+        try:
+            pid = int(state_file(str(path), suffix).read_text())
+            os.kill(pid, signal.SIGKILL)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            pass
 
 
 def force_unmount(path: Path) -> None:

@@ -1,0 +1,341 @@
+"""The keeper: one small process that holds a mount's FUSE connection, so that the daemon serving
+it can die (``kill -9``, OOM) or be replaced without the mount going away.
+
+The kernel sends FUSE_INIT once per connection, and libfuse answers everything with EIO until it
+has seen one. So the keeper mounts, reads that INIT once, and never reads the device again. To
+each daemon that connects on its unix socket it hands the saved INIT bytes and the device fd
+(SCM_RIGHTS). The daemon feeds the INIT to its own libfuse over a private socket, sends the answer
+back here, and serves from a FUSE_DEV_IOC_CLONE clone of the fd (``obsfs/handover.py``). The
+first answer is written to the device and completes the kernel's handshake; every later one must
+be byte-identical (the kernel keeps what the first negotiated), or that daemon is refused.
+
+The keeper is off the data path, stdlib only, and never imports pyfuse3: the process that must
+not die stays small. It starts the daemon as its child and starts it again when it dies
+abnormally. It exits when the mount is gone, or when the daemon exits cleanly (``obsfs umount``:
+the daemon flushes and unmounts).
+
+Mounting goes through ``fusermount3`` with ``_FUSE_COMMFD``, as root too. That is the path libfuse
+itself takes without privileges, so root and non-root mounts are made by one piece of code (no
+mount(2) through ctypes), and as root fusermount3 makes the same mount(2) call libfuse would:
+same source, type, flags and options (a test compares the two mounts' mountinfo lines).
+
+Protocol on the socket (SOCK_SEQPACKET, peer must have the keeper's uid):
+keeper → daemon: INIT bytes + the device fd; daemon → keeper: its INIT reply;
+keeper → daemon: ``OK`` or ``DIFFERS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import faulthandler
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+FUSE_INIT = 26
+# struct fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid, total_extlen, padding
+IN_HEADER = struct.Struct("<IIQQIIIHH")
+# The kernel refuses reads of less than one request of the largest size it may send.
+READ_SIZE = (1 << 20) + (1 << 16)
+# The daemon's exit code for "drained on request (SIGUSR1): start the next one now".
+EXIT_HANDOVER = 75
+OK = b"OK"
+DIFFERS = b"DIFFERS"
+
+
+def escape_option(option: str) -> str:
+    """fusermount3 splits ``-o`` on commas; a comma or backslash in a value (an fsname with a
+    prefix) is escaped with a backslash, as libfuse escapes it."""
+    return option.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def mount(mountpoint: str, options: Sequence[str]) -> int:
+    """Mount a new FUSE connection at ``mountpoint``; returns the device fd (close-on-exec)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, theirs:
+        env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
+        argv = ["fusermount3", "-o", ",".join(escape_option(o) for o in options), "--", mountpoint]
+        proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        theirs.close()
+        try:
+            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        finally:
+            _, stderr = proc.communicate()
+    if not fds:
+        raise OSError(errno.EIO, f"fusermount3 did not mount {mountpoint}: {stderr.decode().strip()}")
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
+def unmount(mountpoint: str) -> None:
+    """Detach lazily, as libfuse does: processes still inside keep what they hold."""
+    subprocess.run(["fusermount3", "-u", "-q", "-z", "--", mountpoint], capture_output=True, check=False)
+
+
+def read_init(fd: int) -> bytes:
+    """The kernel's first request on a new connection, which must be FUSE_INIT."""
+    message = os.read(fd, READ_SIZE)
+    length, opcode = IN_HEADER.unpack_from(message)[:2]
+    if opcode != FUSE_INIT or length != len(message):
+        raise OSError(errno.EPROTO, f"expected FUSE_INIT, got opcode {opcode} ({len(message)} bytes)")
+    return message
+
+
+def connected(fd: int) -> bool:
+    """Whether the connection still exists. Polled for no events, so requests waiting to be read
+    do not count; the kernel reports POLLERR once the mount is gone or aborted."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return not poller.poll(0)
+
+
+@dataclass
+class InitRecord:
+    """The saved INIT and the first daemon's answer to it, which every later answer must equal."""
+
+    request: bytes
+    reply: bytes | None = None
+
+    def settle(self, device: int, reply: bytes) -> bool:
+        """Accept one daemon's INIT reply; the first one goes to the kernel."""
+        if self.reply is None:
+            os.write(device, reply)
+            self.reply = reply
+            return True
+        return reply == self.reply
+
+
+def serve_one(listener: socket.socket, device: int, record: InitRecord) -> None:
+    """Hand the connection to the daemon that connected; a bad peer is logged and dropped."""
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(30)
+        _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid != os.getuid():
+            log.warning("refused a connection from uid %d", uid)
+            return
+        try:
+            socket.send_fds(conn, [record.request], [device])
+            reply = conn.recv(READ_SIZE)
+            accepted = bool(reply) and record.settle(device, reply)
+            conn.send(OK if accepted else DIFFERS)
+        except OSError as exc:
+            log.warning("handing the connection over failed: %s", exc)
+            return
+        if not accepted:
+            log.error("refused a daemon whose FUSE_INIT reply differs from the first one "
+                      "(another libfuse or pyfuse3 build?)")
+
+
+@dataclass
+class Backoff:
+    """Delay before restarting a daemon that died: doubles while it keeps dying young."""
+
+    first: float = 0.2
+    limit: float = 10.0
+    settled_after: float = 60.0
+    delay: float = field(init=False, default=0.0)
+
+    def next(self, lived: float) -> float:
+        self.delay = self.first if lived >= self.settled_after or not self.delay else min(self.limit, 2 * self.delay)
+        return self.delay
+
+
+def restart_wanted(returncode: int, still_mounted: bool) -> bool:
+    """0 is a clean stop (the daemon unmounted); a handover asks for the next daemon at once;
+    anything else (a signal, a crash) restarts only while the mount is still there."""
+    if returncode == EXIT_HANDOVER:
+        return True
+    return returncode != 0 and still_mounted
+
+
+def tell(fd: int, verdict: bytes) -> None:
+    """Pass the first daemon's verdict on; whoever waited for it may be gone (and the keeper
+    must not die of a broken pipe)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, verdict)
+    os.close(fd)
+
+
+@dataclass
+class Daemon:
+    """One running daemon and the pipe its readiness verdict comes on."""
+
+    proc: subprocess.Popen[bytes]
+    ready: int
+    started: float
+    pidfd: int
+
+
+class Keeper:
+    def __init__(self, device: int, record: InitRecord, listener: socket.socket, argv: list[str],
+                 secret: bytes) -> None:
+        self.device = device
+        self.record = record
+        self.listener = listener
+        self.argv = argv
+        self.secret = secret
+        self.backoff = Backoff()
+        self.stopping = False
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def start(self) -> Daemon:
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        cred_r, cred_w = os.pipe2(os.O_CLOEXEC)
+        argv = [*self.argv, "--ready-fd", str(ready_w), "--credentials-fd", str(cred_r)]
+        proc = subprocess.Popen(argv, pass_fds=(ready_w, cred_r), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(ready_w)
+        os.close(cred_r)
+        tell(cred_w, self.secret)
+        log.info("started daemon %d", proc.pid)
+        return Daemon(proc, ready_r, time.monotonic(), os.pidfd_open(proc.pid))
+
+    def run(self, announce: int | None) -> int:
+        """Supervise daemons until the mount is gone; returns the last daemon's exit code.
+
+        ``announce`` gets the first daemon's readiness verdict (``obsfs mount`` waits on it). If
+        the first daemon fails before it is ready, the mount is taken down again."""
+        code = 0
+        daemon: Daemon | None = self.start()
+        restart_at: float | None = None
+        while True:
+            poller = select.poll()
+            poller.register(self.device, 0)
+            poller.register(self.listener, select.POLLIN)
+            poller.register(self.wake_r, select.POLLIN)
+            if daemon is not None:
+                poller.register(daemon.pidfd, select.POLLIN)
+                if daemon.ready >= 0:
+                    poller.register(daemon.ready, select.POLLIN)
+            timeout = None if restart_at is None else max(0, int(1000 * (restart_at - time.monotonic())))
+            events = dict(poller.poll(timeout))
+            if self.wake_r in events:
+                self._signals(daemon)
+            if self.listener.fileno() in events:
+                serve_one(self.listener, self.device, self.record)
+            if daemon is not None and daemon.ready in events:
+                verdict = os.read(daemon.ready, 4096)
+                os.close(daemon.ready)
+                daemon.ready = -1
+                log.info("daemon %d: %s", daemon.proc.pid, verdict.decode(errors="replace").strip() or "no verdict")
+                if announce is not None:
+                    tell(announce, verdict or b"ERR 1 the daemon exited before the mount was ready\n")
+                    announce = None
+                    if not verdict.startswith(b"OK"):
+                        self.stopping = True
+            if daemon is not None and daemon.pidfd in events:
+                code = daemon.proc.wait()
+                lived = time.monotonic() - daemon.started
+                os.close(daemon.pidfd)
+                if daemon.ready >= 0:
+                    os.close(daemon.ready)
+                log.info("daemon %d exited with %d after %.1f s", daemon.proc.pid, code, lived)
+                daemon = None
+                if announce is not None:
+                    tell(announce, b"ERR 1 the daemon exited before the mount was ready\n")
+                    announce = None
+                    self.stopping = True
+                if self.stopping or not restart_wanted(code, connected(self.device)):
+                    return code
+                delay = 0.0 if code == EXIT_HANDOVER else self.backoff.next(lived)
+                restart_at = time.monotonic() + delay
+            if daemon is None and (self.stopping or not connected(self.device)):
+                return code
+            if daemon is None and restart_at is not None and time.monotonic() >= restart_at:
+                restart_at = None
+                daemon = self.start()
+
+    def _signals(self, daemon: Daemon | None) -> None:
+        """SIGUSR1 asks the daemon to drain and hand over; SIGTERM, SIGINT and SIGHUP stop it
+        (it flushes and unmounts), and the keeper with it."""
+        with contextlib.suppress(BlockingIOError):
+            for signum in os.read(self.wake_r, 64):
+                if signum == signal.SIGUSR1:
+                    log.info("planned handover: draining daemon %s", daemon.proc.pid if daemon else "-")
+                    if daemon is not None:
+                        daemon.proc.send_signal(signal.SIGUSR1)
+                    continue
+                self.stopping = True
+                if daemon is not None:
+                    daemon.proc.send_signal(signal.SIGTERM)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m obsfs.keeper")
+    parser.add_argument("--mountpoint", required=True)
+    parser.add_argument("--options", required=True, help="FUSE mount options, one per -o word, joined by newlines")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--pidfile", required=True)
+    parser.add_argument("--credentials-fd", type=int, required=True)
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--logfile")
+    parser.add_argument("daemon", nargs=argparse.REMAINDER, help="-- the daemon's argv")
+    return parser
+
+
+def listen(path: str) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old)
+    listener.listen(4)
+    return listener
+
+
+def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()
+    args = _parser().parse_args(argv)
+    daemon_argv = args.daemon[1:] if args.daemon[:1] == ["--"] else args.daemon
+    handler = logging.FileHandler(args.logfile) if args.logfile else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s obsfs-keeper[%(process)d] %(levelname)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    with os.fdopen(args.credentials_fd, "rb") as stream:
+        secret = stream.read()
+    try:
+        device = mount(args.mountpoint, args.options.split("\n"))
+        record = InitRecord(read_init(device))
+    except OSError as exc:
+        log.error("%s", exc)
+        if args.ready_fd is not None:
+            tell(args.ready_fd, f"ERR 2 {exc}\n".encode())
+        return 2
+    listener = listen(args.socket)
+    keeper = Keeper(device, record, listener, daemon_argv, secret)
+    signal.set_wakeup_fd(keeper.wake_w)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, lambda *_: None)
+    with open(args.pidfile, "w") as stream:
+        stream.write(str(os.getpid()))
+    try:
+        code = keeper.run(args.ready_fd)
+        if keeper.stopping and connected(device):
+            unmount(args.mountpoint)  # the first daemon failed, or a stop found no daemon to do it
+        return code
+    finally:
+        for path in (args.socket, args.pidfile):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        log.info("keeper of %s exits", args.mountpoint)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
