@@ -1,15 +1,17 @@
-"""An HTTP proxy on 127.0.0.1 in front of a real S3 server that puts concurrent multipart
-completions in a chosen order, so a race between two writers happens the same way every time.
+"""HTTP proxies on 127.0.0.1 in front of a real S3 server.
 
-The SDK sends one request per connection (``Connection: close``), so the proxy reads one request,
-forwards it on a new connection to the server, and relays the answer until the server closes.
-With ``hold_completes=2`` it lets no CompleteMultipartUpload through until two have arrived (so
-both writers have passed every check they make before completing), then forwards them one after
-the other, and holds every other request that arrives meanwhile until both are answered (so the
+``Gate`` puts concurrent multipart completions in a chosen order, so a race between two writers
+happens the same way every time. It reads one request per connection, forwards it on a new
+connection to the server, and relays the answer with ``Connection: close``. With
+``hold_completes=2`` it lets no CompleteMultipartUpload through until two have arrived (so both
+writers have passed every check they make before completing), then forwards them one after the
+other, and holds every other request that arrives meanwhile until both are answered (so the
 first writer's HEAD after its complete sees the second writer's object). With ``head_between``,
 one HEAD (the first writer's look after completing) is let through between the two completes,
 and everything else still waits: the second complete then lands after that look, before the
 first writer's next request.
+
+``KeepAliveProxy`` keeps its clients' connections open, and closes them where a test wants.
 """
 
 from __future__ import annotations
@@ -36,17 +38,12 @@ class Request:
 
 
 @dataclass
-class Gate:
+class Listener:
+    """A server socket on 127.0.0.1 that serves each connection in a thread of its own."""
+
     upstream_port: int
-    hold_completes: int = 0
-    head_between: bool = False
+    connections: int = 0  # accepted so far
     _sock: socket.socket = field(default_factory=socket.socket)
-    _cond: threading.Condition = field(default_factory=threading.Condition)
-    _waiting: int = 0
-    _turn: int = 0  # completes forwarded so far
-    _ordering: bool = False  # completes are being forwarded one by one: everything else waits
-    _head_wanted: bool = False  # head_between: a complete was answered, the next waits for a HEAD
-    completes: int = 0
 
     @property
     def port(self) -> int:
@@ -68,7 +65,23 @@ class Gate:
                 client, _ = self._sock.accept()
             except OSError:
                 return
+            self.connections += 1  # only this thread writes it
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Gate(Listener):
+    hold_completes: int = 0
+    head_between: bool = False
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _waiting: int = 0
+    _turn: int = 0  # completes forwarded so far
+    _ordering: bool = False  # completes are being forwarded one by one: everything else waits
+    _head_wanted: bool = False  # head_between: a complete was answered, the next waits for a HEAD
+    completes: int = 0
 
     def _serve(self, client: socket.socket) -> None:
         with client:
@@ -140,7 +153,59 @@ def read_request(sock: socket.socket) -> Request | None:
 
 
 def forward(client: socket.socket, request: Request, port: int) -> None:
+    """Relay the server's answer, saying the connection closes after it: it serves one request."""
+    client.sendall(with_answer_connection(answer_of(request, port), b"close"))
+
+
+@dataclass
+class KeepAliveProxy(Listener):
+    """An HTTP/1.1 proxy on 127.0.0.1 that keeps its clients' connections open (moto closes
+    every one), so a client's reuse of a connection, and its handling of one the server closed,
+    can be seen and provoked.
+
+    Each request is forwarded on a new connection to the server; its answer goes back with
+    ``Connection: keep-alive``. ``drop`` holds numbers of requests (counted from 1 over all
+    connections) that are read and then answered by closing the connection, as a server whose
+    idle timer fired just as the request arrived. With ``close_after_answer``, every connection
+    is closed right after its first answer, without a word, as a server that times out idle
+    connections at once.
+    """
+
+    drop: set[int] = field(default_factory=set)
+    close_after_answer: bool = False
+    requests: list[bytes] = field(default_factory=list)  # request lines, in arrival order
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            while request := read_request(client):
+                with self._lock:
+                    self.requests.append(request.head.split(b"\r\n", 1)[0])
+                    number = len(self.requests)
+                if number in self.drop:
+                    return
+                client.sendall(with_answer_connection(answer_of(request, self.upstream_port), b"keep-alive"))
+                if self.close_after_answer:
+                    return
+
+
+def answer_of(request: Request, port: int) -> bytes:
+    """The server's whole answer to ``request``, asked for on a connection that it then closes."""
+    out = b""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as upstream:
-        upstream.sendall(request.head + request.body)
+        upstream.sendall(with_connection(request.head, b"close") + request.body)
         while chunk := upstream.recv(65536):
-            client.sendall(chunk)
+            out += chunk
+    return out
+
+
+def with_answer_connection(answer: bytes, value: bytes) -> bytes:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return with_connection(head + b"\r\n\r\n", value) + body
+
+
+def with_connection(head: bytes, value: bytes) -> bytes:
+    """A request's or an answer's head (ending in a blank line) with this Connection header; no
+    signature covers it."""
+    lines = [line for line in head[:-4].split(b"\r\n") if not line.lower().startswith(b"connection:")]
+    return b"\r\n".join([*lines, b"Connection: " + value]) + b"\r\n\r\n"

@@ -35,6 +35,7 @@ from obsfs.errors import (
     TemporaryFailure,
 )
 from tests.conftest import boto_client, store_config
+from tests.gate import KeepAliveProxy
 from tests.s3server import S3Server, free_port, start_moto
 
 MiB = 1 << 20
@@ -498,6 +499,72 @@ def test_signatures(moto: S3Server, bucket: str, s3: Any, signature: str) -> Non
     assert [o.key for o in store.list("").objects] == ["sig"]
     store.delete("sig")
     assert boto_keys(s3, bucket) == []
+
+
+# -- HEADs over keep-alive (keepalive.py) ------------------------------------------------------------
+
+@pytest.fixture
+def proxy(moto: S3Server) -> Iterator[KeepAliveProxy]:
+    """A proxy in front of moto (which closes every connection) that keeps connections open."""
+    gate = KeepAliveProxy(moto.port)
+    gate.start()
+    yield gate
+    gate.stop()
+
+
+def through(proxy: KeepAliveProxy, moto: S3Server, bucket: str, **overrides: object) -> ObsStore:
+    return ObsStore(store_config(moto, endpoint=f"http://127.0.0.1:{proxy.port}", **overrides), bucket)
+
+
+@pytest.mark.parametrize("signature", ["v2", "v4"])
+def test_heads_share_a_connection(moto: S3Server, proxy: KeepAliveProxy, bucket: str, s3: Any,
+                                  signature: str) -> None:
+    """One connection for a thread's HEADs, and the same answer as the SDK's own HEAD, user
+    metadata percent-decoded alike. (Signatures are checked on RGW: test_rgw.py.)"""
+    s3.put_object(Bucket=bucket, Key="a b/ü+%41", Body=b"12345", ContentType="text/x-odd",
+                  Metadata={"mode": "33188", "note": "a%41b"})
+    store = through(proxy, moto, bucket, signature=signature)
+    infos = [store.head("a b/ü+%41") for _ in range(3)]
+    assert proxy.connections == 1 and len(proxy.requests) == 3
+    sdk = store.client.headObject(bucket, "a b/ü+%41", extensionHeaders=store._ext())
+    assert infos[0].metadata == dict(sdk.header) | {"connection": "keep-alive"}
+    assert infos[0].metadata["note"] == "aAb"
+    assert infos[0].size == 5 and infos[0].content_type == "text/x-odd"
+    assert infos[0] == infos[1] == infos[2]
+    store.close()
+
+
+def test_connections_the_server_closed(moto: S3Server, proxy: KeepAliveProxy, bucket: str, s3: Any) -> None:
+    """A HEAD that met a connection the server had closed is sent again, once, on a new one:
+    no error, no retry delay, no outage recorded. A HEAD that fails on a fresh connection, and
+    anything that is not a HEAD, is never sent again behind the caller's back."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    store = through(proxy, moto, bucket)
+    seen: list[str] = []
+    store.observer = lambda op, outcome, seconds: seen.append(outcome)
+
+    proxy.drop = {1}  # the first request, on a fresh connection: a real failure
+    with pytest.raises(TemporaryFailure):
+        store.head("k")
+    assert len(proxy.requests) == 1
+    assert store.head("k").size == 1  # request 2, on a new connection that then stays open
+    proxy.drop = {3}  # closed just as the next request came in
+    assert store.head("k").size == 1
+    assert [line.split()[0] for line in proxy.requests] == [b"HEAD"] * 4
+    assert proxy.connections == 3
+    assert seen == ["unanswered", "ok", "ok"]
+
+    proxy.close_after_answer = True  # closed while idle: the next HEAD goes on a new connection
+    for _ in range(2):
+        assert store.head("k").size == 1
+    assert len(proxy.requests) == 6 and proxy.connections == 4
+
+    proxy.drop = {7}
+    with pytest.raises(TemporaryFailure):
+        store.put_bytes("k", b"y", metadata={}, content_type="text/plain")
+    assert proxy.requests[6].startswith(b"PUT ") and len(proxy.requests) == 7
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+    store.close()
 
 
 # -- transport failures ----------------------------------------------------------------------------

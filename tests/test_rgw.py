@@ -6,7 +6,10 @@ import os
 
 import pytest
 
-from tests.conftest import boto_client
+from obsfs.backend.obs import ObsStore
+from obsfs.errors import AccessDenied
+from tests.conftest import boto_client, store_config
+from tests.gate import KeepAliveProxy
 from tests.mounting import Mounter, fsync_tree
 from tests.s3server import S3Server
 
@@ -33,6 +36,28 @@ def test_mount_and_write_with_each_signature(mounter: Mounter, rgw: S3Server, rg
     obj = boto_client(rgw).get_object(Bucket=rgw_bucket, Key=f"sig-{signature}")
     assert obj["Body"].read() == payload
     assert int(obj["Metadata"]["mode"]) & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("signature", ["v2", "v4"])
+def test_heads_over_keep_alive_with_each_signature(rgw: S3Server, rgw_bucket: str, signature: str) -> None:
+    """RGW checks the signatures keepalive.py makes; the proxy shows the connection is reused."""
+    boto_client(rgw).put_object(Bucket=rgw_bucket, Key="ka/ü b+%41", Body=b"abc", Metadata={"mode": "33188"})
+    proxy = KeepAliveProxy(rgw.port)
+    proxy.start()
+    try:
+        endpoint = f"http://127.0.0.1:{proxy.port}"
+        store = ObsStore(store_config(rgw, endpoint=endpoint, signature=signature), rgw_bucket)
+        for _ in range(3):
+            info = store.head("ka/ü b+%41")
+            assert info.size == 3 and info.metadata is not None and info.metadata["mode"] == "33188"
+        assert proxy.connections == 1 and len(proxy.requests) == 3
+        store.close()
+        bad = ObsStore(store_config(rgw, endpoint=endpoint, signature=signature, secret_key="not-it"), rgw_bucket)
+        with pytest.raises(AccessDenied):  # a HEAD's 403 has no body, hence no error code
+            bad.head("ka/ü b+%41")
+        bad.close()
+    finally:
+        proxy.stop()
 
 
 def test_wrong_secret_key(mounter: Mounter, rgw: S3Server, rgw_bucket: str) -> None:

@@ -32,6 +32,7 @@ from obs import (  # type: ignore[import-untyped]
 )
 
 from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig
+from obsfs.backend.keepalive import HeadClient, Signer
 from obsfs.errors import (
     AccessDenied,
     BadCredentials,
@@ -179,8 +180,21 @@ class ObsStore(ObjectStore):
             timeout=config.socket_timeout,
             is_signature_negotiation=config.signature == "obs",
         )
+        self.heads = self._head_client()
+
+    def _head_client(self) -> HeadClient:
+        """HEADs go their own way (keepalive.py), addressed and signed as the SDK would: its
+        client has settled the host, port, style, signature and TLS context from our config."""
+        c = self.client
+        host = c.calling_format.get_server(c.server, self.bucket)
+        signer = Signer(dialect=c.signature, access_key=self.config.access_key, secret_key=self.config.secret_key,
+                        region=str(c.region), host=host if c.port in (80, 443) else f"{host}:{c.port}",
+                        bucket_in_path=bool(c.path_style))
+        return HeadClient(signer, self.bucket, negotiate=bool(c.is_signature_negotiation), address=(host, c.port),
+                          tls=c.context, timeout=self.config.socket_timeout)
 
     def close(self) -> None:
+        self.heads.close()
         self.client.close()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -226,11 +240,9 @@ class ObsStore(ObjectStore):
     # -- objects ---------------------------------------------------------------------------
     def head(self, key: str) -> ObjectInfo:
         _check_key(key)
-        # headObject, not getObjectMetadata: the same request, but the answer is not also parsed
-        # into a model object, which is 11% of the SDK's CPU per HEAD (a cold ls -l is 10,000 of them).
-        resp = self._call(f"HEAD {key}", key,
-                          lambda: self.client.headObject(self.bucket, key, extensionHeaders=self._ext()))
-        headers = {name.lower(): value for name, value in (resp.header or [])}
+        # Not through the SDK: a cold ls -l is 10,000 HEADs, and keepalive.py makes each one
+        # cost a fraction of the SDK's CPU and no new connection.
+        headers = self._call(f"HEAD {key}", key, functools.partial(self.heads.head, key)).header
         return ObjectInfo(
             key=key,
             size=int(headers.get("content-length") or 0),

@@ -1,0 +1,304 @@
+"""HEAD requests of our own, signed here and sent on one keep-alive connection per thread.
+
+Why not the SDK: a cold ``ls -l`` HEADs every entry, and the SDK spends most of its CPU per HEAD
+on things a HEAD does not need (a new TCP connection, since it sends ``Connection: close``;
+header renaming and percent-coding in several passes; result objects; debug strings built with
+logging off). Its keep-alive mode is no way out: idle connections wait in an unbounded queue and
+one the server closed fails the next call on it, which we could not tell from an outage.
+
+Here each thread keeps one connection and knows whether a request went out on a fresh one or a
+reused one. A HEAD is idempotent, so when a reused connection turns out to be closed by the
+server (reset, broken pipe, or closed before the status line), the request is sent again at
+once on a new connection: one extra round trip, not a retry with backoff, and the store is not
+marked unreachable. A failure on a fresh connection, or a timeout on any, is a real transport
+error as before. Only HEADs go this way: keep-alive slows small GETs on Ceph RGW 16 by about
+40 ms each (see docs/write-back.md and the SDK facts), and nothing that changes the store is
+ever re-sent behind the caller's back.
+
+Signatures are the SDK's three (v2, v4, and OBS's own, which is v2 with ``x-obs-`` names),
+computed the same way over the same addressing (path or virtual-host style) the SDK chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import hashlib
+import hmac
+import http.client
+import select
+import socket
+import ssl
+import threading
+import time
+import weakref
+from base64 import b64encode
+from collections.abc import Mapping
+from urllib.parse import quote, unquote
+
+# Headers the SDK hands back as they are; every other header is dropped unless it carries the
+# x-amz-/x-obs- prefix (stripped, value percent-decoded). ObjectInfo.metadata keeps that shape.
+_KEPT_HEADERS = frozenset((
+    "content-type", "content-md5", "checksum-crc64ecma", "content-length", "content-language", "expires",
+    "origin", "cache-control", "content-disposition", "content-encoding", "x-default-storage-class",
+    "location", "date", "etag", "host", "last-modified", "content-range", "x-reserved",
+    "access-control-allow-origin", "access-control-allow-headers", "access-control-max-age",
+    "access-control-allow-methods", "access-control-expose-headers", "connection", "x-reserved-indicator",
+    "x-oef-request-id"))
+_PREFIXES = (("x-amz-meta-", True), ("x-amz-", False), ("x-obs-meta-", True), ("x-obs-", False))
+_UNSIGNED = "UNSIGNED-PAYLOAD"
+# A connection idle longer than this is replaced before use rather than risked: servers close
+# idle keep-alive connections after a few seconds (RGW's beast frontend, nginx, OBS's front ends).
+IDLE_REUSE = 4.0
+
+
+def object_path(key: str) -> str:
+    """A key as the SDK puts it in a URL (and in the string it signs): UTF-8, percent-encoded,
+    ``/`` and ``~`` left as they are."""
+    return quote(key, safe="/~")
+
+
+def header_map(headers: Mapping[str, str] | list[tuple[str, str]]) -> dict[str, str]:
+    """Response headers the way the SDK reports them: lower-case names, prefixes stripped,
+    user metadata percent-decoded, anything else dropped."""
+    out: dict[str, str] = {}
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for raw, value in items:
+        name = raw.lower()
+        if name in _KEPT_HEADERS:
+            out[name] = value
+            continue
+        for prefix, is_meta in _PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                out[unquote(name) if is_meta else name] = unquote(value)
+                break
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Signer:
+    """Signs a HEAD of one key in one of the SDK's dialects: ``v2``, ``obs`` or ``v4``."""
+
+    dialect: str
+    access_key: str
+    secret_key: str
+    region: str
+    host: str  # the Host header: the SDK's, with the port unless it is 80 or 443
+    bucket_in_path: bool  # path style: /bucket/key; virtual-host style: /key on bucket.host
+
+    def headers(self, method: str, bucket: str, key: str, now: float) -> tuple[str, dict[str, str]]:
+        """The request path and the headers that authenticate it at time ``now`` (epoch seconds).
+        Without keys, the request is anonymous, as with the SDK."""
+        path = f"/{bucket}/{object_path(key)}" if self.bucket_in_path else f"/{object_path(key)}"
+        if self.dialect == "v4":
+            return path, self._v4(method, path, now)
+        date = email.utils.formatdate(now, usegmt=True)
+        headers = {"Host": self.host, "Date": date}
+        if self.access_key and self.secret_key:
+            # The resource is /bucket/key in either addressing style.
+            to_sign = f"{method}\n\n\n{date}\n/{bucket}/{object_path(key)}"
+            mac = hmac.new(self.secret_key.encode(), to_sign.encode(), hashlib.sha1).digest()
+            scheme = "OBS" if self.dialect == "obs" else "AWS"
+            headers["Authorization"] = f"{scheme} {self.access_key}:{b64encode(mac).decode()}"
+        return path, headers
+
+    def _v4(self, method: str, path: str, now: float) -> dict[str, str]:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        headers = {"Host": self.host, "x-amz-content-sha256": _UNSIGNED, "x-amz-date": stamp}
+        if not (self.access_key and self.secret_key):
+            return headers
+        day = stamp[:8]
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        canonical = (f"{method}\n{path}\n\nhost:{self.host}\nx-amz-content-sha256:{_UNSIGNED}\n"
+                     f"x-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{_UNSIGNED}")
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(_signing_key(self.secret_key, day, self.region), to_sign.encode(),
+                             hashlib.sha256).hexdigest()
+        headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope},"
+                                    f"SignedHeaders=host;x-amz-content-sha256;x-amz-date,Signature={signature}")
+        return headers
+
+
+_keys: dict[tuple[str, str, str], bytes] = {}
+
+
+def _signing_key(secret: str, day: str, region: str) -> bytes:
+    """v4's derived key changes once a day: derive it once, not per request (four HMACs)."""
+    found = _keys.get((secret, day, region))
+    if found is None:
+        key = ("AWS4" + secret).encode()
+        for part in (day, region, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        _keys.clear()  # one day (and one mount's keys) at a time
+        _keys[(secret, day, region)] = found = key
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """A HEAD's answer: status and the headers as ``header_map`` gives them."""
+
+    status: int
+    header: dict[str, str]
+    errorCode: None = None  # noqa: N815 -- read where SDK results are read; a HEAD has no body
+
+
+# How a reused connection fails when the server had closed it before our request reached it:
+# a reset, a broken pipe, or the end of the stream before the first byte of an answer.
+_STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+_MAX_HEAD = 64 << 10  # a HEAD answer is a status line and headers; more than this is not one
+
+
+class _Conn:
+    """One keep-alive connection and when it last finished an answer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.idle_since = time.monotonic()
+
+    def usable(self) -> bool:
+        """Worth a request: not idle for long (a server or a middlebox may have dropped it
+        without a word), and nothing to read (an idle connection that is readable has been
+        closed by the server, or holds bytes no request asked for)."""
+        if time.monotonic() - self.idle_since > IDLE_REUSE:
+            return False
+        return not select.select([self.sock], [], [], 0)[0]
+
+
+class _Slot:
+    """One thread's connection. Dropped with its thread (thread-local storage), which closes it:
+    idle connections never outnumber the threads that made them."""
+
+    def __init__(self) -> None:
+        self.conn: _Conn | None = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.sock.close()
+            self.conn = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class HeadClient:
+    """Sends HEADs for one bucket; shared by all threads, each on its own connection."""
+
+    def __init__(self, signer: Signer, bucket: str, *, negotiate: bool, address: tuple[str, int],
+                 tls: ssl.SSLContext | None, timeout: float) -> None:
+        self.signer = signer
+        self.bucket = bucket
+        # signature "obs" on a host name: as the SDK does, ask the bucket's host once whether it
+        # is OBS (and speak OBS) or another S3 server (and speak v2).
+        self._negotiated = not negotiate
+        self.address = address
+        self.tls = tls
+        self.timeout = timeout
+        self._local = threading.local()
+        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
+
+    def head(self, key: str) -> Reply:
+        """HEAD ``key``; what the server answered when it cannot tell which signature it takes.
+        Transport errors propagate as the SDK's do (OSError, HTTPException)."""
+        if not self._negotiated:
+            probe = self._request(None)
+            if probe.status >= 500 or probe.status == 404:
+                return probe  # as the SDK: that answer stands for the call, the next one asks again
+            # The same test as the SDK's: x-obs-api (or api), stripped to "api", of 3.0 or later.
+            dialect = "obs" if probe.header.get("api", "0.0") >= "3.0" else "v2"
+            self.signer = dataclasses.replace(self.signer, dialect=dialect)
+            self._negotiated = True
+        return self._request(key)
+
+    def _slot(self) -> _Slot:
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = self._local.slot = _Slot()
+            self._slots.add(slot)
+        return slot
+
+    def _connect(self) -> _Conn:
+        host, port = self.address
+        sock = socket.create_connection((host, port), timeout=self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        return _Conn(sock)
+
+    def _request(self, key: str | None) -> Reply:
+        """HEAD ``key`` (None: the unsigned API version probe): sent once, or twice when the
+        first went out on a connection the server had already closed."""
+        slot = self._slot()
+        if slot.conn is not None and not slot.conn.usable():
+            slot.close()
+        reused = slot.conn is not None
+        try:
+            try:
+                return self._exchange(slot, key)
+            except _STALE:
+                if not reused:
+                    raise
+                slot.close()
+                return self._exchange(slot, key)
+        except BaseException:
+            slot.close()  # a timeout or a half-read answer leaves the connection in an unknown state
+            raise
+
+    def _exchange(self, slot: _Slot, key: str | None) -> Reply:
+        if slot.conn is None:
+            slot.conn = self._connect()
+        conn = slot.conn
+        if key is None:
+            path, headers = "/?apiversion", {"Host": self.signer.host}
+        else:
+            path, headers = self.signer.headers("HEAD", self.bucket, key, time.time())
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        conn.sock.sendall(f"HEAD {path} HTTP/1.1\r\n{lines}\r\n".encode())
+        status, fields, keep = _read_answer(conn.sock)
+        if keep:
+            conn.idle_since = time.monotonic()
+        else:
+            slot.close()
+        return Reply(status=status, header=header_map(fields))
+
+    def close(self) -> None:
+        for slot in list(self._slots):
+            slot.close()
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, list[tuple[str, str]], bool]:
+    """Status, headers and whether the connection may carry another request, of one answer to a
+    HEAD (which never has a body, whatever its headers say)."""
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        if len(data) > _MAX_HEAD:
+            raise http.client.LineTooLong("HEAD answer")
+        chunk = sock.recv(16384)
+        if not chunk:
+            if data:
+                raise http.client.IncompleteRead(data)
+            raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+        data += chunk
+    status_line, *lines = data[:end].decode("iso-8859-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    # No interim (1xx) answers either: we send no Expect, and nothing else asks for one.
+    if not version.startswith("HTTP/") or not rest[:3].isdigit() or rest[0] == "1":
+        raise http.client.BadStatusLine(status_line)
+    fields: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and fields:  # an obsolete folded continuation
+            fields[-1] = (fields[-1][0], f"{fields[-1][1]} {line.strip()}")
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise http.client.HTTPException(f"malformed header line in a HEAD answer: {line!r}")
+        fields.append((name.strip(), value.strip()))
+    tokens = ",".join(v for n, v in fields if n.lower() == "connection").lower()
+    # Bytes past the answer were never asked for: the stream cannot be trusted for another.
+    keep = version == "HTTP/1.1" and "close" not in tokens and end + 4 == len(data)
+    return int(rest[:3]), fields, keep
