@@ -7,8 +7,16 @@ class BenchError(Exception):
     """A peer or the server misbehaved; the run records it against that peer and goes on."""
 
 
-class ChecksumMismatch(BenchError):
-    """Data read back differs from what was written: the one failure a bench must never hide."""
+class WrongAnswer(BenchError):
+    """A peer answered, but not what the store holds: the one failure a bench must never hide."""
+
+
+class ChecksumMismatch(WrongAnswer):
+    """Data read back differs from what was written."""
+
+
+class AttributeMismatch(WrongAnswer):
+    """A listing shows a mode, owner, size or mtime other than the one stored."""
 
 
 class MountError(BenchError):

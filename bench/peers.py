@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,11 +27,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.attrs import FIELDS
 from bench.errors import MountError
 from bench.procs import (
     HangGuard,
     Memory,
     alive,
+    cpu_seconds,
     first_line,
     force_unmount,
     is_mounted,
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 OBSFS = Path(sys.executable).with_name("obsfs")
 MOUNT_WAIT = 120.0  # seconds for a peer to answer after it was started
+MOUNT_POLL = 0.002  # seconds between checks whether a mount answers: fine enough to time a 0.15 s start
 UNMOUNT_WAIT = 900.0  # seconds a peer may take to flush on unmount
 
 
@@ -55,6 +59,7 @@ class Mount:
     cache: Path
     proc: subprocess.Popen[bytes] | None
     peak: Memory = field(default_factory=lambda: Memory(0, 0))
+    ready_s: float = 0.0  # from starting the mount command until a listing of its root returned
 
     def pids(self) -> list[int]:
         return mount_pids(self.path, [self.proc.pid] if self.proc else [])
@@ -65,6 +70,10 @@ class Mount:
         self.peak = Memory(max(self.peak.rss_kib, now.rss_kib), max(self.peak.hwm_kib, now.hwm_kib))
         return now
 
+    def cpu(self) -> float:
+        """CPU seconds the mount's processes used so far; workloads take the difference."""
+        return cpu_seconds(self.pids())
+
     def log_tail(self, chars: int = 1500) -> str:
         try:
             return self.log_file.read_text(errors="replace")[-chars:]
@@ -74,6 +83,8 @@ class Mount:
 
 class Peer(ABC):
     name: str
+    tool: str  # the program that must be installed, found on PATH
+    honors: frozenset[str] = FIELDS  # the stored attributes (bench.attrs) it shows as they are
 
     def __init__(self, endpoint: Endpoint, bucket: str, workdir: Path, hang_guard: float) -> None:
         self.endpoint = endpoint
@@ -103,6 +114,10 @@ class Peer(ABC):
     def version(self) -> str:
         return "unknown"
 
+    def missing(self) -> str | None:
+        """Why this peer cannot run here, or None: a missing peer is reported, not a crash."""
+        return None if shutil.which(self.tool) else f"{self.tool} is not installed (run scripts/install.sh)"
+
     @contextmanager
     def mounted(self, cache: Path | None = None) -> Iterator[Mount]:
         """A mount with a fresh cache dir, or with ``cache`` (a remount that finds what was cached)."""
@@ -116,23 +131,33 @@ class Peer(ABC):
         mount = Mount(self.name, mnt, log_file, cache, None)
         guard = HangGuard(mnt, self.hang_guard)
         try:
+            start = time.perf_counter()
             mount.proc = self.start(mnt, cache, log_file)
             self._wait_for_mount(mount)
+            mount.ready_s = time.perf_counter() - start
             yield mount
         finally:
             guard.cancel()
             self._teardown(mount)
 
     def _wait_for_mount(self, mount: Mount) -> None:
+        """Until the mount point lists: a mount that is in the table but does not answer yet is not up."""
         end = time.monotonic() + MOUNT_WAIT
-        while not is_mounted(mount.path):
+        error: OSError | None = None
+        while True:
+            if is_mounted(mount.path):
+                try:
+                    os.listdir(mount.path)
+                    return
+                except OSError as exc:
+                    error = exc
             if mount.proc is not None and mount.proc.poll() is not None:
                 raise MountError(f"{self.name} exited with {mount.proc.returncode} before mounting:\n"
                                  f"{mount.log_tail()}")
             if time.monotonic() > end:
-                raise MountError(f"{self.name} did not mount within {MOUNT_WAIT:.0f} s:\n{mount.log_tail()}")
-            time.sleep(0.05)
-        os.stat(mount.path)  # the first request answered: the peer is serving
+                raise MountError(f"{self.name} did not answer within {MOUNT_WAIT:.0f} s ({error}):\n"
+                                 f"{mount.log_tail()}")
+            time.sleep(MOUNT_POLL)
 
     def _teardown(self, mount: Mount) -> None:
         pids = mount.pids()
@@ -156,6 +181,7 @@ class Peer(ABC):
 
 class ObsfsPeer(Peer):
     name = "obsfs"
+    tool = str(OBSFS)
 
     def start(self, mnt: Path, cache: Path, log_file: Path) -> None:
         options = (f"url={self.endpoint.url},use_path_request_style,signature=v2,passwd_file={self.passwd},"
@@ -183,6 +209,7 @@ class ObsfsPeer(Peer):
 
 class S3fsPeer(Peer):
     name = "s3fs"
+    tool = "s3fs"
 
     def start(self, mnt: Path, cache: Path, log_file: Path) -> subprocess.Popen[bytes]:
         options = f"url={self.endpoint.url},use_path_request_style,passwd_file={self.passwd}"
@@ -196,6 +223,8 @@ class S3fsPeer(Peer):
 
 class RclonePeer(Peer):
     name = "rclone"
+    tool = "rclone"
+    honors = frozenset({"size", "mtime"})  # mode and owner come from --file-perms, --uid and --gid
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}

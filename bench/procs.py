@@ -94,6 +94,26 @@ def memory_of(pids: list[int]) -> Memory:
     return Memory(rss, hwm)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of ``pids`` (all their threads), from /proc/PID/stat.
+
+    A process that exits between two readings takes its share with it; the peers' daemons live as
+    long as their mount, so this only misses short-lived helpers.
+    """
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime: fields 14 and 15 of proc(5)
+    return ticks / CLOCK_TICKS
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stream:

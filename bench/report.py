@@ -1,9 +1,10 @@
-"""Medians, the ratio table, the JSON record and the PNG chart of one bench.
+"""Medians, the ratio table, issue #16's targets, the JSON record and the PNG chart of one bench.
 
 Ratios read the same way for every performance row: how many times better than the reference
-(throughput: peer / ref; time: ref / peer), so ">1" always means faster. Memory rows are plain size
-ratios (peer / ref), where "<1" means leaner. Medians, not means: one slow run on a shared 2-core
-machine should not move the number.
+(throughput: peer / ref; time and CPU: ref / peer), so ">1" always means faster, or cheaper. Memory
+rows are plain size ratios (peer / ref), where "<1" means leaner. The ratio columns put the first
+peer (obsfs, unless ``--peers`` leaves it out) against each other one. Medians, not means: one
+slow run on a shared 2-core machine should not move the number.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import METRICS, SDK, Metric, Results
+from bench.metrics import METRICS, SDK, Metric, Results, ratio
 from bench.profile import Profile
+from bench.targets import judge
 
-BASE = "s3fs"
-LEGEND = ("ratios: A/B = how many times faster A is than B (throughput A/B, time B/A), so >1 means A is "
-          "faster;\n        for RSS rows A/B is the memory ratio, <1 means A is leaner. "
-          "n/a: no such workload for that peer; FAIL, BADDATA (checksum mismatch): see below.")
+LEGEND = ("ratios: A/B = how many times faster (or, for s CPU rows, cheaper) A is than B: throughput A/B, "
+          "time B/A,\n        so >1 means A is better; for MiB rows A/B is the memory ratio, <1 means A is leaner.\n"
+          "s CPU: utime + stime of the mount's processes over the workload. durable: the store lists the result.\n"
+          "n/a: no such workload for that peer; FAIL, BADDATA (wrong data or attributes): see below.")
 
 
 def medians(results: Results) -> dict[str, dict[str, float]]:
@@ -27,25 +29,13 @@ def medians(results: Results) -> dict[str, dict[str, float]]:
             for peer, metrics in results.samples.items()}
 
 
-def ratio(metric: Metric, value: float, reference: float) -> float | None:
-    if value <= 0 or reference <= 0:
-        return None
-    if metric.memory or metric.higher_is_better:
-        return value / reference
-    return reference / value
-
-
 def ratio_columns(peers: list[str]) -> list[tuple[str, str]]:
-    """(peer, reference) pairs: every other mount against s3fs, every mount against the SDK."""
-    fuse = [p for p in peers if p != SDK]
-    pairs = [(p, BASE) for p in fuse if p != BASE] if BASE in peers else []
-    if SDK in peers:
-        pairs += [(p, SDK) for p in fuse]
-    return pairs
+    """(subject, reference) pairs: the first peer against every other one, the SDK included."""
+    return [(peers[0], other) for other in peers[1:]]
 
 
 def fmt_value(metric: Metric, value: float) -> str:
-    if metric.unit == "s":
+    if metric.seconds:
         return f"{value:.2f}" if value < 10 else f"{value:.1f}"
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
@@ -86,7 +76,12 @@ def table(results: Results, profile: Profile, peers: list[str]) -> str:
             lines.append("-" * len(lines[0]))
     title = (f"obsfs bench, profile {profile.name}: medians of {profile.runs} run(s); "
              "write/read MB/s = 10^6 bytes/s; durable = the store shows the whole object (HEAD/LIST)")
-    return "\n".join([title, *lines, LEGEND])
+    return "\n".join([title, *lines, LEGEND, targets_text(meds, profile)])
+
+
+def targets_text(meds: dict[str, dict[str, float]], profile: Profile) -> str:
+    lines = [f"issue #16 targets (set for the full profile; this is {profile.name}):"]
+    return "\n".join(lines + [verdict.line(profile) for verdict in judge(meds)])
 
 
 def failures_text(results: Results) -> str:
@@ -110,10 +105,12 @@ def write_json(path: Path, meta: dict[str, Any], profile: Profile, results: Resu
         "meta": meta,
         "profile": profile.__dict__,
         "metrics": [{"key": m.key, "label": m.title(profile), "unit": m.unit,
-                     "higher_is_better": m.higher_is_better} for m in METRICS],
+                     "higher_is_better": m.higher_is_better, "group": m.group} for m in METRICS],
         "samples": results.samples,
         "medians": meds,
         "ratios": ratios,
+        "targets": [{"item": v.target.item, "target": v.target.describe(profile), "value": v.value, "met": v.met}
+                    for v in judge(meds)],
         "failures": [f.__dict__ for f in results.failures],
         "table": text,
     }

@@ -75,11 +75,10 @@ def raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def check_tools(peers: list[str]) -> None:
-    needed = ["fusermount3", *(p for p in peers if p in ("s3fs", "rclone"))]
-    missing = [tool for tool in needed if shutil.which(tool) is None]
-    if missing:
-        raise BenchError(f"missing tools: {', '.join(missing)}; run scripts/install.sh")
+def check_tools() -> None:
+    """What every peer needs; a missing peer of its own is reported in the table (``Peer.missing``)."""
+    if shutil.which("fusermount3") is None:
+        raise BenchError("fusermount3 is missing; run scripts/install.sh")
     if os.geteuid() != 0:
         raise BenchError("run as root: cold reads drop the page cache and RGW needs root")
 
@@ -101,12 +100,23 @@ def run_all(args: argparse.Namespace, profile: Profile, workdir: Path, results: 
         store = Store(endpoint, BUCKET)
         try:
             fx = prepare(store, profile, workdir)
-            peers: dict[str, Peer] = {name: FUSE_PEERS[name](endpoint, BUCKET, workdir, args.hang_guard)
-                                      for name in args.peers if name != SDK}
+            peers: dict[str, Peer] = {}
+            for name in args.peers:
+                if name == SDK:
+                    continue
+                peer = FUSE_PEERS[name](endpoint, BUCKET, workdir, args.hang_guard)
+                reason = peer.missing()
+                if reason is None:
+                    peers[name] = peer
+                else:
+                    log.error("%s: left out: %s", name, reason)
+                    results.fail(name, 0, "any", reason)
             meta["versions"] = {name: peer.version() for name, peer in peers.items()}
             meta["versions"]["ceph"] = ceph_version()
+            running = [name for name in args.peers if name == SDK or name in peers]
             for run in range(1, profile.runs + 1):
-                order = args.peers[run - 1:] + args.peers[:run - 1]
+                turn = (run - 1) % len(running)
+                order = running[turn:] + running[:turn]
                 log.info("== run %d of %d: %s", run, profile.runs, ", ".join(order))
                 session = Session(fx, results, run)
                 for name in order:
@@ -136,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": os.getloadavg(), "page_cache_dropped": True,
     }
     results = Results()
-    check_tools(args.peers)
+    check_tools()
     meta["page_cache_dropped"] = drop_caches()
     workdir = Path(tempfile.mkdtemp(prefix="obsfs-bench-"))
     log.info("bench %s, profile %s, peers %s, work dir %s", stamp, profile.name, ",".join(args.peers), workdir)

@@ -60,9 +60,9 @@ class Store:
         headers = PutObjectHeader(contentType="application/octet-stream")
         self._check(self.client.putFile(self.bucket, key, str(path), headers=headers), f"put {key}")
 
-    def put_small(self, key: str, data: bytes) -> None:
+    def put_small(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         headers = PutObjectHeader(contentType="application/octet-stream")
-        self._check(self.client.putContent(self.bucket, key, data, headers=headers), f"put {key}")
+        self._check(self.client.putContent(self.bucket, key, data, metadata=metadata, headers=headers), f"put {key}")
 
     def put_dir_marker(self, key: str) -> None:
         """A ``dir/`` marker in s3fs's format, so every peer sees the same directory with the same mode."""
@@ -88,6 +88,11 @@ class Store:
                 return sizes
             marker = resp.body.next_marker or resp.body.contents[-1].key
 
+    def any_under(self, prefix: str) -> bool:
+        """One LIST of one key: cheap enough to poll while a peer is still deleting thousands."""
+        resp = self._check(self.client.listObjects(self.bucket, prefix=prefix, max_keys=1), f"list {prefix}")
+        return bool(resp.body.contents)
+
     def read(self, key: str, sink: Callable[[memoryview], object] | None = None) -> int:
         """Stream the object once; the byte count is ours because ``readinto`` does not check EOF."""
         resp = self._check(self.client.getObject(self.bucket, key, loadStreamInMemory=False), f"get {key}")
@@ -108,6 +113,9 @@ class Store:
         digest = hashlib.sha256()
         size = self.read(key, digest.update)
         return size, digest.hexdigest()
+
+    def delete_key(self, key: str) -> None:
+        self._check(self.client.deleteObject(self.bucket, key), f"delete {key}")
 
     def delete_keys(self, keys: Iterable[str]) -> None:
         pending = list(keys)

@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.errors import BenchError, ChecksumMismatch
+from bench.attrs import LS_ARGV, Attrs, mismatches, parse_ls
+from bench.errors import AttributeMismatch, BenchError, ChecksumMismatch
 from bench.store import CHUNK, Store
 
-POLL = 0.05  # seconds between durability checks
+SDK_THREADS = 8  # the raw SDK's parallelism in the many-files workloads, as issue #16 measured it
+POLL = 0.05  # seconds between durability checks, at least
 DURABLE_WAIT = 900.0  # give up on "until durable" after this long: a hung peer, not a slow one
 TOOL_WAIT = 3600.0  # bound for cp, rm and ls, so a wedged peer cannot stall the bench forever
 LC_ENV = dict(os.environ, LC_ALL="C")  # ls sorts; no locale collation cost in the timing
@@ -95,12 +97,20 @@ def read_file(path: Path, size: int) -> float:
 
 
 def wait_until(ready: Callable[[], bool], what: str, start: float) -> float:
-    """Poll until ``ready``; seconds since ``start`` (a perf_counter time) when it first was."""
-    while not ready():
-        if time.perf_counter() - start > DURABLE_WAIT:
+    """Poll until ``ready``; seconds since ``start`` (a perf_counter time) when it first was.
+
+    Between checks it waits as long as the last check took (at least POLL): listing thousands of
+    keys takes several requests, and polling back to back would load the server the peer is
+    writing to, while the result still comes within one check's time of the truth.
+    """
+    while True:
+        checked = time.perf_counter()
+        if ready():
+            return time.perf_counter() - start
+        now = time.perf_counter()
+        if now - start > DURABLE_WAIT:
             raise BenchError(f"{what}: still not durable after {DURABLE_WAIT:.0f} s")
-        time.sleep(POLL)
-    return time.perf_counter() - start
+        time.sleep(max(POLL, now - checked))
 
 
 def run_tool(argv: list[str]) -> tuple[float, str]:
@@ -113,11 +123,16 @@ def run_tool(argv: list[str]) -> tuple[float, str]:
     return elapsed, result.stdout
 
 
-def ls_long(path: Path, expected: int) -> float:
-    elapsed, out = run_tool(["ls", "-l", str(path)])
-    entries = [line for line in out.splitlines() if not line.startswith("total ")]
+def ls_long(path: Path, expected: int, want: Attrs, fields: frozenset[str]) -> float:
+    """``ls -l`` of a directory of ``expected`` objects that all carry ``want``; seconds."""
+    elapsed, out = run_tool([*LS_ARGV, str(path)])
+    entries = parse_ls(out)
     if len(entries) != expected:
         raise BenchError(f"ls -l {path}: {len(entries)} entries, expected {expected}")
+    wrong = mismatches(entries, want, fields)
+    if wrong:
+        raise AttributeMismatch(f"ls -l {path}: {len(wrong)} of {expected} entries show other attributes than "
+                                f"stored, e.g. {wrong[0]}")
     return elapsed
 
 

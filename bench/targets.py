@@ -1,0 +1,76 @@
+"""The "done when" ratios of issue #16, judged from one bench's medians.
+
+Each target is either a ratio of obsfs to a reference peer (read as in bench.report: >1 means obsfs
+is faster) or a bound on obsfs's own value. Two items of the issue are not judged here: item 2
+needs a tree that obsfs itself wrote (not a workload of this bench yet), and item 7 ("nothing
+gets slower") compares two bench runs, so it needs an earlier JSON next to this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.metrics import BY_KEY, SDK, ratio
+from bench.profile import Profile
+
+SUBJECT = "obsfs"
+
+
+@dataclass(frozen=True)
+class Target:
+    item: int  # the item of the issue's "Done when" list
+    metric: str
+    reference: str | None  # a peer to take the ratio to; None: ``bound`` is an upper bound on the value itself
+    bound: float  # the least ratio, or the greatest value
+
+    def describe(self, profile: Profile) -> str:
+        metric = BY_KEY[self.metric]
+        if self.reference is None:
+            return f"#{self.item} {metric.title(profile)}: {SUBJECT} at most {self.bound:g} {metric.unit}"
+        return f"#{self.item} {metric.title(profile)}: {SUBJECT}/{self.reference} at least {self.bound:.2f}x"
+
+
+TARGETS = [
+    Target(1, "ls_cold", "s3fs", 1.5),
+    Target(3, "ls_warm", "s3fs", 1.0),
+    # rm -r returns once the deletes are acknowledged, durably, by the journal; the durable rows show the rest.
+    Target(4, "rm_flat_returned", "s3fs", 3.0),
+    Target(4, "rm_tree_returned", "s3fs", 3.0),
+    Target(5, "tree_durable", SDK, 1 / 1.5),
+    Target(6, "mount_ready", None, 0.3),
+    Target(6, "rss_read", None, 100.0),
+]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: Target
+    value: float | None  # the ratio, or obsfs's own value; None when a side was not measured
+    met: bool | None  # None: not measured
+
+    def line(self, profile: Profile) -> str:
+        metric = BY_KEY[self.target.metric]
+        if self.value is None:
+            shown = "not measured"
+        elif self.target.reference is None:
+            shown = f"{self.value:.2f} {metric.unit}"
+        else:
+            shown = f"{self.value:.2f}x"
+        state = {True: "met", False: "NOT MET", None: "-"}[self.met]
+        return f"  {self.target.describe(profile)}: {shown}, {state}"
+
+
+def judge(meds: dict[str, dict[str, float]], targets: list[Target] = TARGETS) -> list[Verdict]:
+    verdicts = []
+    for target in targets:
+        metric = BY_KEY[target.metric]
+        own = meds.get(SUBJECT, {}).get(target.metric)
+        if target.reference is None:
+            value = own
+            met = None if value is None else value <= target.bound
+        else:
+            reference = meds.get(target.reference, {}).get(target.metric)
+            value = None if own is None or reference is None else ratio(metric, own, reference)
+            met = None if value is None else value >= target.bound
+        verdicts.append(Verdict(target, value, met))
+    return verdicts
