@@ -101,12 +101,13 @@ def start_moto(port: int | None = None, log_path: Path | None = None) -> S3Serve
     return server
 
 
-def start_rgw(workdir: Path) -> S3Server:
-    """Ceph RGW (scripts/rgw.sh, memstore): the only server here that checks signatures. Every port
-    is picked free, so a bench or another test session can run its own cluster meanwhile."""
+def start_rgw(workdir: Path, osd_store: str = "memstore") -> S3Server:
+    """Ceph RGW (scripts/rgw.sh; memstore unless told): the only server here that checks
+    signatures. Every port is picked free, so a bench or another test session can run its own
+    cluster meanwhile."""
     port, mon, mon_v1 = (free_port() for _ in range(3))
     env = dict(os.environ, RGW_DIR=str(workdir), RGW_PORT=str(port), MON_PORT=str(mon), MON_PORT_V1=str(mon_v1),
-               OSD_STORE="memstore")
+               OSD_STORE=osd_store)
     started = subprocess.run([str(RGW_SH), "start"], env=env, stdin=subprocess.DEVNULL, capture_output=True)
     if started.returncode != 0:
         stop_rgw(workdir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from obsfs.errors import AccessDenied
 from tests.conftest import boto_client, store_config
 from tests.gate import KeepAliveProxy
 from tests.mounting import Mounter, fsync_tree
-from tests.s3server import S3Server
+from tests.s3server import S3Server, start_rgw, stop_rgw
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,16 @@ def test_missing_bucket_on_rgw(mounter: Mounter, rgw: S3Server) -> None:
     result, _ = mounter.run(rgw, "rgw-no-such-bucket")
     assert result.returncode == 4
     assert "rgw-no-such-bucket" in result.stderr
+
+
+def test_a_bluestore_cluster_starts(tmp_path: Path) -> None:
+    """The bench's default: bluestore on a sparse file (its block file must not be the symlink
+    that ceph-osd --mkfs makes in the OSD's directory, or mkfs loops on it)."""
+    server = start_rgw(tmp_path / "ceph", osd_store="bluestore")
+    try:
+        client = boto_client(server)
+        client.create_bucket(Bucket="bluestore-check")
+        client.put_object(Bucket="bluestore-check", Key="k", Body=b"on bluestore")
+        assert client.get_object(Bucket="bluestore-check", Key="k")["Body"].read() == b"on bluestore"
+    finally:
+        stop_rgw(tmp_path / "ceph")
