@@ -182,10 +182,11 @@ class Peer(ABC):
 class ObsfsPeer(Peer):
     name = "obsfs"
     tool = str(OBSFS)
+    extra_options = ""  # appended to the -o list
 
     def start(self, mnt: Path, cache: Path, log_file: Path) -> None:
         options = (f"url={self.endpoint.url},use_path_request_style,signature=v2,passwd_file={self.passwd},"
-                   f"logfile={log_file},cache_dir={cache}")
+                   f"logfile={log_file},cache_dir={cache}{self.extra_options}")
         result = subprocess.run([str(OBSFS), "mount", self.bucket, str(mnt), "-o", options],
                                 capture_output=True, text=True, timeout=MOUNT_WAIT)
         if result.returncode != 0:
@@ -247,4 +248,11 @@ class RclonePeer(Peer):
         return first_line(["rclone", "version"])
 
 
-FUSE_PEERS: dict[str, type[Peer]] = {p.name: p for p in (ObsfsPeer, S3fsPeer, RclonePeer)}
+class ObsfsUncountedPeer(ObsfsPeer):
+    """obsfs with ``-o metrics=off``: what obsfs's metrics cost is its ratio to this one."""
+
+    name = "obsfs-nometrics"
+    extra_options = ",metrics=off"
+
+
+FUSE_PEERS: dict[str, type[Peer]] = {p.name: p for p in (ObsfsPeer, ObsfsUncountedPeer, S3fsPeer, RclonePeer)}

@@ -80,7 +80,7 @@ def table(results: Results, profile: Profile, peers: list[str]) -> str:
 
 
 def targets_text(meds: dict[str, dict[str, float]], profile: Profile) -> str:
-    lines = [f"issue #16 targets (set for the full profile; this is {profile.name}):"]
+    lines = [f"issue targets (#issue.item; set for the full profile; this is {profile.name}):"]
     return "\n".join(lines + [verdict.line(profile) for verdict in judge(meds)])
 
 

@@ -42,10 +42,20 @@ class RecentErrors(logging.Handler):
         self.entries.append((record.created, record.getMessage()))
 
 
-class Metrics:
-    """The counters and gauges of one mount."""
+class _Uncounted:
+    """Stands in for a counter child when counting is off: ``inc`` does nothing."""
 
-    def __init__(self) -> None:
+    def inc(self, amount: float = 1) -> None:
+        """Nothing: the mount was asked not to count (``-o metrics=off``)."""
+
+
+class Metrics:
+    """The counters and gauges of one mount. ``counting=False`` (``-o metrics=off``) leaves out
+    the counting done per FUSE request, per store request and per byte; it exists so that the
+    bench can measure what counting costs, and for users who want that cost gone."""
+
+    def __init__(self, counting: bool = True) -> None:
+        self.counting = counting
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.read_bytes = Counter(
@@ -88,32 +98,39 @@ class Metrics:
         self.store_silence = Gauge(
             "obsfs_store_silence_seconds", "Seconds since the store last answered a request", registry=r)
         # The children the hot paths bump, bound once: labels() costs a lock and a lookup.
-        self.to_kernel = self.read_bytes.labels("kernel")
-        self.from_disk_cache = self.read_bytes.labels("disk_cache")
-        self.from_store = self.read_bytes.labels("store")
-        self.from_kernel = self.written_bytes.labels("cache")
-        self.to_store = self.written_bytes.labels("store")
+        self.to_kernel = self._child(self.read_bytes, "kernel")
+        self.from_disk_cache = self._child(self.read_bytes, "disk_cache")
+        self.from_store = self._child(self.read_bytes, "store")
+        self.from_kernel = self._child(self.written_bytes, "cache")
+        self.to_store = self._child(self.written_bytes, "store")
         self.recent_errors = RecentErrors()
         self._last_answer = time.monotonic()
         self.store_silence.set_function(self.store_silence_seconds)
         self._fuse_children: dict[str, Counter] = {}
 
+    def _child(self, counter: Counter, label: str) -> Counter | _Uncounted:
+        return counter.labels(label) if self.counting else _Uncounted()
+
     # -- the hot paths keep their labelled children: one dict lookup instead of labels() -----
     def fuse_operation(self, name: str) -> None:
+        if not self.counting:
+            return
         child = self._fuse_children.get(name)
         if child is None:
             child = self._fuse_children[name] = self.fuse_operations.labels(name)
         child.inc()
 
     def fuse_error(self, name: str, err: int) -> None:
-        self.fuse_errors.labels(name, errno.errorcode.get(err, str(err))).inc()
+        if self.counting:
+            self.fuse_errors.labels(name, errno.errorcode.get(err, str(err))).inc()
 
     def store_request(self, operation: str, outcome: str, seconds: float) -> None:
         """One request's answer (called from the SDK's worker threads)."""
-        self.store_requests.labels(operation, outcome).inc()
-        self.store_latency.labels(operation).observe(seconds)
         if outcome != "unanswered":
-            self._last_answer = time.monotonic()
+            self._last_answer = time.monotonic()  # kept when not counting: obsfs status shows it
+        if self.counting:
+            self.store_requests.labels(operation, outcome).inc()
+            self.store_latency.labels(operation).observe(seconds)
 
     def store_silence_seconds(self) -> float:
         return time.monotonic() - self._last_answer

@@ -40,7 +40,7 @@ from obsfs.layout import Layout
 from obsfs.meta import Defaults
 from obsfs.metacache import MetaCache
 from obsfs.metrics import Metrics
-from obsfs.options import ListenAddress, MountOptions, default_owner
+from obsfs.options import METRICS_OFF, ListenAddress, MountOptions, default_owner
 from obsfs.readcache import ReadCache
 from obsfs.reader import CHUNK, ChunkReader
 from obsfs.staging import StagingArea
@@ -261,7 +261,7 @@ def status_json(spec: MountSpec, metrics: Metrics, fs: Filesystem, read_cache: R
 async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) -> int:
     """Mount and serve until unmounted or signalled; returns the process exit code."""
     opts = spec.options
-    metrics = Metrics()
+    metrics = Metrics(counting=opts.metrics != METRICS_OFF)
     store = ObsStore(store_config(opts, creds), spec.bucket)
     astore = AsyncStore(store, read_deadline=opts.deadline, write_deadline=opts.write_deadline,
                         data_threads=max(4, opts.parallel_count), metrics=metrics)
@@ -288,7 +288,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         routes = control.Routes(metrics=metrics.exposition,
                                 status=lambda: status_json(spec, metrics, fs, read_cache))
         listen = [ListenAddress(path=str(state_path(spec.mountpoint, "control")))]
-        listen += [opts.metrics] if opts.metrics else []
+        listen += [opts.metrics] if isinstance(opts.metrics, ListenAddress) else []
         await fs.recover()
         session = KeeperSession(spec.keeper_socket) if spec.keeper_socket else None
         if session is not None:

@@ -124,6 +124,14 @@ class ListenAddress:
         return f"unix:{self.path}" if self.path else f"{self.host or '*'}:{self.port}"
 
 
+METRICS_OFF = "off"
+
+
+def _metrics(value: str | None) -> ListenAddress | str:
+    """``off`` (count nothing per request) or where to serve the metrics."""
+    return METRICS_OFF if value == METRICS_OFF else parse_listen_address(value)
+
+
 def parse_listen_address(text: str | None) -> ListenAddress:
     """``unix:/PATH``, ``HOST:PORT``, ``:PORT`` or ``[IPv6]:PORT``."""
     text = text or ""
@@ -176,7 +184,8 @@ class MountOptions:
     max_dirty: int = 1 << 30
     drain_deadline: float = 600.0
     fsname: str | None = None
-    metrics: ListenAddress | None = None  # where Prometheus may scrape this mount (off by default)
+    # Where Prometheus may scrape this mount (not served by default), or "off": no counting at all.
+    metrics: ListenAddress | str | None = None
     keeper: bool = False
     kernel_flags: list[str] = field(default_factory=list)
 
@@ -197,7 +206,7 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "readwrite_timeout": _float, "upload_workers": _int, "cache_size": _cache_mb, "hide": _names,
     "upload_delay": _float,
     "max_dirty": _size_mb, "drain_deadline": _float, "fsname": _str,
-    "metrics": parse_listen_address,
+    "metrics": _metrics,
     "keeper": _bool,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",

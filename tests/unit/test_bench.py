@@ -135,8 +135,8 @@ def test_table_shows_values_ratios_and_targets() -> None:
     cells = dict(zip(header[::-1], row(text, BY_KEY["ls_cold"].title(QUICK))[::-1], strict=False))
     assert (cells["obsfs"], cells["s3fs"], cells["rclone"]) == ("2.00", "6.00", "n/a")
     assert (cells["obsfs/s3fs"], cells["obsfs/rclone"]) == ("3.00x", "-")
-    assert "#1 ls -l 1000 objects, cold: obsfs/s3fs at least 1.50x: 3.00x, met" in text
-    assert "#6 mount until it answers (listing of its root): obsfs at most 0.3 s: 0.49 s, NOT MET" in text
+    assert "#16.1 ls -l 1000 objects, cold: obsfs/s3fs at least 1.50x: 3.00x, met" in text
+    assert "#16.6 mount until it answers (listing of its root): obsfs at most 0.3 s: 0.49 s, NOT MET" in text
 
 
 def test_table_reports_a_missing_peer_in_every_row() -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from obsfs.backend.obs import operation_of, outcome_of
 from obsfs.errors import AccessDenied, NotFound, PreconditionFailed, StoreError, TemporaryFailure
-from obsfs.options import ListenAddress, parse_listen_address
+from obsfs.metrics import Metrics
+from obsfs.options import METRICS_OFF, ListenAddress, parse_listen_address, parse_options
 from obsfs.status import Report, render
 
 
@@ -73,3 +74,23 @@ def test_store_request_labels_are_a_fixed_set() -> None:
     assert outcome_of(TemporaryFailure("x")) == "unanswered"
     assert outcome_of(TemporaryFailure("x", status=503)) == "server_error"
     assert outcome_of(StoreError("x", status=400)) == "error"
+
+
+def test_metrics_off_counts_nothing_per_request() -> None:
+    metrics = Metrics(counting=False)
+    metrics.fuse_operation("write")
+    metrics.fuse_error("lookup", 2)
+    metrics.store_request("head", "ok", 0.001)
+    metrics.to_kernel.inc(4096)
+    text = metrics.exposition().decode()
+    assert "obsfs_fuse_operations_total{" not in text and "obsfs_store_requests_total{" not in text
+    assert "obsfs_read_bytes_total{" not in text
+    assert metrics.store_silence_seconds() < 60  # obsfs status still knows when the store last answered
+    counting = Metrics()
+    counting.fuse_operation("write")
+    assert 'obsfs_fuse_operations_total{operation="write"} 1.0' in counting.exposition().decode()
+
+
+def test_metrics_off_is_an_option() -> None:
+    assert parse_options(["metrics=off"]).metrics == METRICS_OFF
+    assert parse_options(["metrics=:9100"]).metrics == ListenAddress(port=9100)
