@@ -107,6 +107,7 @@ class Metrics:
         self._last_answer = time.monotonic()
         self.store_silence.set_function(self.store_silence_seconds)
         self._fuse_children: dict[str, Counter] = {}
+        self._store_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def _child(self, counter: Counter, label: str) -> Counter | _Uncounted:
         return counter.labels(label) if self.counting else _Uncounted()
@@ -128,9 +129,14 @@ class Metrics:
         """One request's answer (called from the SDK's worker threads)."""
         if outcome != "unanswered":
             self._last_answer = time.monotonic()  # kept when not counting: obsfs status shows it
-        if self.counting:
-            self.store_requests.labels(operation, outcome).inc()
-            self.store_latency.labels(operation).observe(seconds)
+        if not self.counting:
+            return
+        children = self._store_children.get((operation, outcome))
+        if children is None:  # a race between two threads here only makes one of them look up twice
+            children = (self.store_requests.labels(operation, outcome), self.store_latency.labels(operation))
+            self._store_children[(operation, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def store_silence_seconds(self) -> float:
         return time.monotonic() - self._last_answer
