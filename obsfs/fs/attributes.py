@@ -99,8 +99,7 @@ class Attributes(OpenFiles):
             # A copy may change the ETag (multipart objects); later conditional uploads need the new one.
             etag = (await self.store.head(key)).etag
             node.entry = replace(entry, etag=etag or None)
-            if etag:
-                self.meta_cache.put(key, etag, entry.attrs, entry.content_type)
+            self._stored(key, node.entry)
         self._remember(path, node.entry)
 
     def _dir_changed(self, inode: int) -> None:

@@ -145,9 +145,17 @@ class FsCore(pyfuse3.Operations):
     def _file_entry(self, info: ObjectInfo) -> Entry:
         """The entry a file's HEAD gives; its exact attributes also go to the metadata cache."""
         entry = self._object_entry(info, is_dir=False)
-        if info.etag:
-            self.meta_cache.put(info.key, info.etag, entry.attrs, info.content_type)
+        self._stored(info.key, entry)
         return entry
+
+    def _stored(self, key: str, entry: Entry) -> None:
+        """``entry`` is what the file object at ``key`` holds, as a HEAD or our own write of it
+        showed. Every such object needs its row: a listing (the next one after ``stat_ttl``, or
+        after a remount or a directory rename) that finds none shows the defaults a LIST
+        allows, and a symlink, FIFO or device as the regular file its key looks like, which
+        gives it another inode number (the kernel keeps an inode's type) until a HEAD."""
+        if entry.etag:
+            self.meta_cache.put(key, entry.etag, entry.attrs, entry.content_type)
 
     def _remember(self, path: str, entry: Entry | None) -> None:
         """Record what a path is now, in the cache and in its node (unless the node has local truth)."""

@@ -170,9 +170,10 @@ class Namespace(Listing):
         """Store a symlink or special file at once: it has no contents to stage, and nothing to
         gain from waiting (one small PUT, as s3fs makes it)."""
         content_type = "application/octet-stream"
-        etag = await self.store.put_bytes(self.layout.file_key(path), body, metadata=to_metadata(attrs),
-                                          content_type=content_type)
+        key = self.layout.file_key(path)
+        etag = await self.store.put_bytes(key, body, metadata=to_metadata(attrs), content_type=content_type)
         entry = Entry(attrs, etag=etag or None, content_type=content_type, link_target=link_target)
+        self._stored(key, entry)
         self._remember(path, entry)
         self._dir_changed(parent_inode)
         return self._hand_out(path, entry)

@@ -10,6 +10,7 @@ import pyfuse3
 import trio
 
 from obsfs.backend.base import ObjectInfo
+from obsfs.dialects import Kind, object_kind
 from obsfs.errors import first_error
 from obsfs.fs.boundary import FsError, boundary
 from obsfs.fs.core import content_type_for, now_ns, user_metadata
@@ -73,16 +74,18 @@ class Renames(Namespace):
                 await self._rename_unsent(node, old, new, self._stored_etag(replaced, new, target))
                 return
             old_key, new_key = self.layout.file_key(old), self.layout.file_key(new)
-            source = replace(source, attrs=source.attrs.with_changes(ctime_ns=now_ns()))
-            await self.store.copy(old_key, new_key, metadata=to_metadata(source.attrs),
-                                  content_type=source.content_type or content_type_for(new), size=source.attrs.size)
+            content_type = source.content_type or content_type_for(new)
+            source = replace(source, attrs=source.attrs.with_changes(ctime_ns=now_ns()), content_type=content_type)
+            await self.store.copy(old_key, new_key, metadata=to_metadata(source.attrs), content_type=content_type,
+                                  size=source.attrs.size)
             await self.store.delete(old_key)
             # A copy may give the object another ETag (multipart objects); reads and later
             # conditional uploads need the one it has now.
-            etag = (await self.store.head(new_key)).etag or None
-            self._moved(old, new, replace(source, etag=etag))
+            moved = replace(source, etag=(await self.store.head(new_key)).etag or None)
+            self._moved(old, new, moved)
+            self._stored(new_key, moved)
             if node is not None and node.staged is not None:
-                node.staged.base_etag = etag
+                node.staged.base_etag = moved.etag
 
     @staticmethod
     def _stored_etag(node: Node | None, path: str, entry: Entry | None) -> str | None:
@@ -156,6 +159,10 @@ class Renames(Namespace):
                                   metadata=to_metadata(source.attrs) if info.key == old_prefix else user_metadata(head),
                                   content_type=head.content_type or "application/octet-stream",
                                   size=head.size)
+            if object_kind(head, has_children=False) is Kind.FILE:
+                # The copy has the same attributes and, unless it is a multipart object, the same
+                # ETag: the new name is listed exactly (a changed ETag never matches the row).
+                self._stored(new_keys[info.key], self._object_entry(head, is_dir=False))
 
         try:
             async with trio.open_nursery() as nursery:
