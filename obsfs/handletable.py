@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS staged (
 );
 CREATE TABLE IF NOT EXISTS session (
     id   INTEGER PRIMARY KEY CHECK (id = 0),
-    name TEXT NOT NULL
+    name TEXT NOT NULL,
+    started_ns INTEGER NOT NULL  -- when its first daemon started: the root's times
 );
 """
 
@@ -68,16 +69,19 @@ class StagedRow:
 
 
 class HandleTable:
-    def __init__(self, numbers: InodeMap, session: str) -> None:
+    def __init__(self, numbers: InodeMap, session: str, now_ns: int) -> None:
         self.numbers = numbers
         db = numbers.db
         db.executescript(_SCHEMA)
-        row = db.execute("SELECT name FROM session").fetchone()
+        row = db.execute("SELECT name, started_ns FROM session").fetchone()
+        # The root's (and implicit directories') times: if they changed under the kernel with a
+        # new daemon, it would drop every name it cached below the root and look them up again.
+        self.started_ns: int = now_ns if row is None or row[0] != session else int(row[1])
         if row is None or row[0] != session:
             db.execute("BEGIN")
             db.execute("DELETE FROM handles")
             db.execute("DELETE FROM staged")
-            db.execute("INSERT OR REPLACE INTO session VALUES (0, ?)", (session,))
+            db.execute("INSERT OR REPLACE INTO session VALUES (0, ?, ?)", (session, now_ns))
             db.execute("COMMIT")
         self._next: int = db.execute("SELECT coalesce(max(fh), 0) + 1 FROM handles").fetchone()[0]
 

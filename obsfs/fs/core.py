@@ -106,7 +106,9 @@ class FsCore(pyfuse3.Operations):
         self.reader = reader
         self.meta_cache = meta_cache
         self.config = config
-        self.started_ns = now_ns()
+        # ``session`` names the kernel session (handletable.py); without one, no fh survives us.
+        self.handle_table = HandleTable(inode_map, session or uuid.uuid4().hex, now_ns())
+        self.started_ns = self.handle_table.started_ns
         self.inodes = InodeTable(self._root_entry(), inode_map)
         self.stat_cache: TTLCache[str, Any] = TTLCache(config.stat_cache_size, config.stat_ttl,
                                                        timer=time.monotonic)
@@ -116,8 +118,6 @@ class FsCore(pyfuse3.Operations):
         self.dir_cache: TTLCache[str, dict[str, bool]] = TTLCache(4096, config.stat_ttl, timer=time.monotonic)
         self.local_only: dict[str, Node] = {}
         self._handles: dict[int, FileHandle | DirHandle] = {}
-        # ``session`` names the kernel session (handletable.py); without one, no fh survives us.
-        self.handle_table = HandleTable(inode_map, session or uuid.uuid4().hex)
         self._inflight: dict[str, trio.Event] = {}
         self._stale: set[str] = set()
         # Directory path -> one set per listing of it in progress: the names this mount changed
@@ -403,6 +403,7 @@ class FsCore(pyfuse3.Operations):
             raise FsError(errno.ESTALE, f"inode {ino} ({path}) no longer exists")
         if self.inodes.add(path, entry).ino != ino:
             raise FsError(errno.ESTALE, f"inode {ino} ({path}) was replaced")
+        log.debug("inode %d (%s) taken over from an earlier daemon", ino, path)
 
     async def revive_handle(self, fh: int) -> None:
         """Make the handle of an fh number an earlier daemon of this kernel session handed out
