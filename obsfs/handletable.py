@@ -23,9 +23,14 @@ then unacknowledged partial writes, as after any crash of a plain mount.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from obsfs.inodemap import InodeMap
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handles (
@@ -71,19 +76,34 @@ class StagedRow:
 class HandleTable:
     def __init__(self, numbers: InodeMap, session: str, now_ns: int) -> None:
         self.numbers = numbers
-        db = numbers.db
-        db.executescript(_SCHEMA)
-        row = db.execute("SELECT name, started_ns FROM session").fetchone()
         # The root's (and implicit directories') times: if they changed under the kernel with a
         # new daemon, it would drop every name it cached below the root and look them up again.
-        self.started_ns: int = now_ns if row is None or row[0] != session else int(row[1])
-        if row is None or row[0] != session:
-            db.execute("BEGIN")
-            db.execute("DELETE FROM handles")
-            db.execute("DELETE FROM staged")
-            db.execute("INSERT OR REPLACE INTO session VALUES (0, ?, ?)", (session, now_ns))
-            db.execute("COMMIT")
-        self._next: int = db.execute("SELECT coalesce(max(fh), 0) + 1 FROM handles").fetchone()[0]
+        self.started_ns = now_ns
+        self._next = 1
+        self._valid = False  # rows on disk are this session's
+        db = numbers.db
+        try:
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT name, started_ns FROM session").fetchone()
+            if row is not None and row[0] == session:
+                self.started_ns = int(row[1])
+            else:
+                db.execute("BEGIN")
+                db.execute("DELETE FROM handles")
+                db.execute("DELETE FROM staged")
+                db.execute("INSERT OR REPLACE INTO session VALUES (0, ?, ?)", (session, now_ns))
+                db.execute("COMMIT")
+            self._next = db.execute("SELECT coalesce(max(fh), 0) + 1 FROM handles").fetchone()[0]
+            self._valid = True
+        except sqlite3.Error as exc:
+            # A full cache disk costs only survival, as for the inode numbers: this daemon's
+            # handles work, a next daemon of this session may not understand them, and rows of
+            # another session (not dropped) are never read. Numbers
+            # above any an earlier daemon can have given keep them apart from its rows.
+            log.warning("handle table: %s; open files will not survive a restart of this daemon", exc)
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._next = 1 << 40
 
     def open(self, ino: int, *, writable: bool, is_dir: bool) -> int:
         fh = self._next
@@ -92,8 +112,8 @@ class HandleTable:
         return fh
 
     def get(self, fh: int) -> HandleRow | None:
-        row = self.numbers.db.execute("SELECT ino, writable, is_dir FROM handles WHERE fh = ?", (fh,)).fetchone()
-        return None if row is None else HandleRow(int(row[0]), bool(row[1]), bool(row[2]))
+        rows = self._read("SELECT ino, writable, is_dir FROM handles WHERE fh = ?", (fh,))
+        return HandleRow(int(rows[0][0]), bool(rows[0][1]), bool(rows[0][2])) if rows else None
 
     def close(self, fh: int) -> None:
         self.numbers.write("DELETE FROM handles WHERE fh = ?", (fh,))
@@ -108,10 +128,19 @@ class HandleTable:
 
     def staged_in_use(self) -> list[StagedRow]:
         """The staged files of inodes that an fd the kernel holds is open on."""
-        rows = self.numbers.db.execute(
-            "SELECT ino, data_file, base_etag, mode, uid, gid, atime_ns, content_type FROM staged "
-            "WHERE ino IN (SELECT ino FROM handles) ORDER BY ino").fetchall()
+        rows = self._read("SELECT ino, data_file, base_etag, mode, uid, gid, atime_ns, content_type FROM staged "
+                          "WHERE ino IN (SELECT ino FROM handles) ORDER BY ino", ())
         return [StagedRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Rows, or none if the tables could not be made or reset (a full cache disk)."""
+        if not self._valid:
+            return []
+        try:
+            return self.numbers.db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            log.debug("handle table: %s", exc)
+            return []
 
     def forget_unused_staging(self) -> None:
         """Rows of inodes no handle is open on any more (their release wrote the journal)."""
