@@ -54,6 +54,16 @@ def _poke(mountpoint: str) -> None:
         os.lstat(os.path.join(os.fsencode(mountpoint), b".obsfs-handover-\xff"))
 
 
+def kernel_session() -> str:
+    """A name for the FUSE connection this daemon serves, the same for every daemon of one
+    keeper: the keeper (our parent) holds it for its whole life, and a pid with its start time
+    names one process for good. File handles on disk are valid only within it (handletable.py)."""
+    keeper_pid = os.getppid()
+    with open(f"/proc/{keeper_pid}/stat") as stream:
+        started = stream.read().rsplit(")", 1)[1].split()[19]  # field 22, starttime
+    return f"keeper {keeper_pid} {started}"
+
+
 class KeeperSession:
     """One daemon's attachment to a keeper: ``start`` instead of ``pyfuse3.init``, ``attach`` as a
     task beside ``pyfuse3.main``, ``close`` instead of ``pyfuse3.close``."""

@@ -86,26 +86,32 @@ class InodeMap:
         self._next += 1
         if row is not None:
             self.drop(path)  # another entry: what was below the old one is gone with it
-        self._write("INSERT INTO inodes VALUES (?, ?, ?)", (ino, path, kind))
+        self.write("INSERT INTO inodes VALUES (?, ?, ?)", (ino, path, kind))
         return ino
+
+    def path_of(self, ino: int) -> tuple[str, int] | None:
+        """The path and kind ``ino`` was given to, if it still names one: how a daemon that took
+        over a kernel session finds the files behind the numbers the kernel holds."""
+        row = self.db.execute("SELECT path, kind FROM inodes WHERE ino = ?", (ino,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
 
     def drop(self, path: str) -> None:
         """``path`` and everything below it no longer exist: a new entry there is a new file."""
-        self._write(f"DELETE FROM inodes WHERE {_subtree('path')}", {"path": path})
+        self.write(f"DELETE FROM inodes WHERE {_subtree('path')}", {"path": path})
 
     def move(self, old: str, new: str) -> None:
         """Rename: the rows of ``old`` and below carry their numbers to ``new``; what ``new``
         held is replaced. ``new`` is never inside ``old`` (rename refuses that with EINVAL)."""
         names = {"old": old, "new": new}
-        self._write(f"DELETE FROM inodes WHERE {_subtree('new')} AND NOT {_subtree('old')}", names)
-        self._write(f"UPDATE inodes SET path = :new || substr(path, length(:old) + 1) "
+        self.write(f"DELETE FROM inodes WHERE {_subtree('new')} AND NOT {_subtree('old')}", names)
+        self.write(f"UPDATE inodes SET path = :new || substr(path, length(:old) + 1) "
                     f"WHERE {_subtree('old')}", names)
 
     def commit(self) -> None:
         """Make every number handed out so far survive the process: called before each reply."""
         if self._next != self._stored_next:
             self._stored_next = self._next  # before the write: a failure resets it
-            self._write("UPDATE counter SET next_ino = ?", (self._next,))
+            self.write("UPDATE counter SET next_ino = ?", (self._next,))
         if not self._in_transaction:
             return
         self._in_transaction = False
@@ -114,7 +120,9 @@ class InodeMap:
         except sqlite3.Error as exc:
             self._failed(exc)
 
-    def _write(self, sql: str, params: tuple[object, ...] | Mapping[str, object]) -> None:
+    def write(self, sql: str, params: tuple[object, ...] | Mapping[str, object]) -> None:
+        """A change that ``commit`` makes durable (handletable.py writes through here too, so one
+        commit per request covers both tables)."""
         try:
             if not self._in_transaction:
                 self.db.execute("BEGIN")

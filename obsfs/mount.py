@@ -32,7 +32,7 @@ from obsfs.backend.obs import ObsStore
 from obsfs.credentials import Credentials
 from obsfs.errors import ConfigError
 from obsfs.fs import Filesystem, FsConfig
-from obsfs.handover import KeeperSession
+from obsfs.handover import KeeperSession, kernel_session
 from obsfs.inodemap import InodeMap
 from obsfs.journal import Journal
 from obsfs.keeper import EXIT_HANDOVER
@@ -283,7 +283,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         stack.callback(inode_map.close)
         reader = ChunkReader(astore, read_cache)
         fs = Filesystem(astore, layout, staging, journal, reader, meta_cache, inode_map, fs_config(opts),
-                        metrics)
+                        metrics, session=kernel_session() if spec.keeper_socket else "")
         watch(metrics, fs, read_cache)
         routes = control.Routes(metrics=metrics.exposition,
                                 status=lambda: status_json(spec, metrics, fs, read_cache))

@@ -29,12 +29,15 @@ def no_state_left() -> Iterator[None]:
     in the runtime dir; those this session made go at its end, but a live daemon's pid file stays."""
     before = set(os.listdir(runtime_dir()))
     yield
-    for name in set(os.listdir(runtime_dir())) - before:
-        path = runtime_dir() / name
+    left = set(os.listdir(runtime_dir())) - before
+    live = set()  # mounts whose daemon or keeper runs (maybe another session's): keep all their files
+    for name in left:
         with contextlib.suppress(FileNotFoundError, ValueError):
-            if name.endswith(".pid") and Path(f"/proc/{int(path.read_text())}").exists():
-                continue
-        path.unlink(missing_ok=True)
+            if name.endswith((".pid", ".keeper")) and Path(f"/proc/{int((runtime_dir() / name).read_text())}").exists():
+                live.add(name.split(".")[0])
+    for name in left:
+        if name.split(".")[0] not in live:
+            (runtime_dir() / name).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,7 @@ class Attributes(OpenFiles):
             if path:
                 self._remember(path, node.entry)
             if node.staged is not None:
+                self._note_staged(node)
                 # Written with the data: at flush if the file is open and nothing was acknowledged
                 # yet (cp -p, tar: fchmod before close), else now. The kernel sends RELEASE after
                 # close() has returned, so "closed, then chmod" can still find the file open here.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -50,16 +51,36 @@ def errno_for(exc: ObsfsError) -> int:
     return errno.EIO
 
 
+# The names pyfuse3's Operations give the parameters that carry an inode number or a file handle.
+INODE_PARAMETERS = frozenset({"inode", "parent_inode", "parent_inode_old", "parent_inode_new", "new_parent_inode"})
+HANDLE_PARAMETER = "fh"
+
+
+def _numbers_in(fn: Callable[..., Any]) -> tuple[list[int], list[int]]:
+    """Positions (after ``self``) of a handler's inode and file handle parameters."""
+    names = list(inspect.signature(fn).parameters)[1:]
+    return ([i for i, n in enumerate(names) if n in INODE_PARAMETERS],
+            [i for i, n in enumerate(names) if n == HANDLE_PARAMETER])
+
+
 def boundary(fn: F) -> F:
     """Translate every exception of a handler into a FUSEError, logging unexpected ones once."""
 
     name = fn.__name__
+    inodes, handles = _numbers_in(fn)
 
     @functools.wraps(fn)
     async def wrapper(self: Any, *args: Any) -> Any:
         metrics = self.metrics
         metrics.fuse_operation(name)
         try:
+            # Numbers an earlier daemon of this kernel session handed out (-o keeper) are made
+            # known here, once, so that the handlers need not care (FsCore.revive_inode).
+            for index in inodes:
+                await self.revive_inode(args[index])
+            for index in handles:
+                if args[index] is not None:
+                    await self.revive_handle(args[index])
             return await fn(self, *args)
         except pyfuse3.FUSEError as exc:
             metrics.fuse_error(name, exc.errno)

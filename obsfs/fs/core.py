@@ -8,6 +8,7 @@ import logging
 import mimetypes
 import stat
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from obsfs.dialects import Kind, folder_key, marker_keys, object_kind
 from obsfs.dirtimes import DirTimes
 from obsfs.errors import NotFound, ObsfsError, TemporaryFailure, first_error
 from obsfs.fs.boundary import FsError, ReadOnly
+from obsfs.handletable import HandleTable, StagedRow
 from obsfs.inodemap import InodeMap
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.journal import Journal
@@ -94,7 +96,7 @@ class FsCore(pyfuse3.Operations):
 
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
                  reader: ChunkReader, meta_cache: MetaCache, inode_map: InodeMap, config: FsConfig,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, *, session: str = "") -> None:
         super().__init__()
         self.metrics = metrics or Metrics()
         self.store = store
@@ -104,7 +106,9 @@ class FsCore(pyfuse3.Operations):
         self.reader = reader
         self.meta_cache = meta_cache
         self.config = config
-        self.started_ns = now_ns()
+        # ``session`` names the kernel session (handletable.py); without one, no fh survives us.
+        self.handle_table = HandleTable(inode_map, session or uuid.uuid4().hex, now_ns())
+        self.started_ns = self.handle_table.started_ns
         self.inodes = InodeTable(self._root_entry(), inode_map)
         self.stat_cache: TTLCache[str, Any] = TTLCache(config.stat_cache_size, config.stat_ttl,
                                                        timer=time.monotonic)
@@ -114,7 +118,6 @@ class FsCore(pyfuse3.Operations):
         self.dir_cache: TTLCache[str, dict[str, bool]] = TTLCache(4096, config.stat_ttl, timer=time.monotonic)
         self.local_only: dict[str, Node] = {}
         self._handles: dict[int, FileHandle | DirHandle] = {}
-        self._next_fh = 1
         self._inflight: dict[str, trio.Event] = {}
         self._stale: set[str] = set()
         # Directory path -> one set per listing of it in progress: the names this mount changed
@@ -309,7 +312,7 @@ class FsCore(pyfuse3.Operations):
     def _node(self, ino: int) -> Node:
         node = self.inodes.get(ino)
         if node is None:
-            raise FsError(errno.ENOENT, f"unknown inode {ino}")
+            raise FsError(errno.ESTALE, f"unknown inode {ino}")
         return node
 
     def _path(self, node: Node) -> str:
@@ -371,10 +374,79 @@ class FsCore(pyfuse3.Operations):
         return self._attributes(node)
 
     def _add_handle(self, handle: FileHandle | DirHandle) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
+        is_file = isinstance(handle, FileHandle)
+        fh = self.handle_table.open(handle.node.ino, writable=is_file and cast(FileHandle, handle).writable,
+                                    is_dir=not is_file)
         self._handles[fh] = handle
         return fh
+
+    def _drop_handle(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+        self.handle_table.close(fh)
+
+    async def revive_inode(self, ino: int) -> None:
+        """Make the node of an inode number the kernel names and this daemon does not hold: one
+        an earlier daemon of this kernel session handed out (``-o keeper``), or one this daemon
+        forgot. The inode table knows its path; its entry is fetched as a lookup would.
+
+        Lookup counts: the kernel's count for a node made here is unknown (the FORGETs it sent
+        to a dead daemon are lost too). The node starts at 0 and any FORGET drops it; that is
+        safe because the number stays in the inode table for as long as its path names the same
+        entry, so the next request that names it makes the node again. Open handles and staged
+        data keep a node regardless (``InodeTable.drop_if_unused``).
+
+        A number the table does not know (its file was deleted or replaced by another kind)
+        gets ESTALE, not ENOENT: the VFS then walks the path again with a fresh LOOKUP.
+        """
+        if self.inodes.get(ino) is not None:
+            return
+        known = self.inodes.numbers.path_of(ino)
+        if known is None:
+            raise FsError(errno.ESTALE, f"inode {ino} is unknown")
+        path, kind = known
+        entry = await self._stat(path)
+        if self.inodes.get(ino) is not None:
+            return  # made by a request that ran while we fetched
+        if entry is None or entry.attrs.kind != kind:
+            raise FsError(errno.ESTALE, f"inode {ino} ({path}) no longer exists")
+        if self.inodes.add(path, entry).ino != ino:
+            raise FsError(errno.ESTALE, f"inode {ino} ({path}) was replaced")
+        log.debug("inode %d (%s) taken over from an earlier daemon", ino, path)
+
+    async def revive_handle(self, fh: int) -> None:
+        """Make the handle of an fh number an earlier daemon of this kernel session handed out
+        (handletable.py); an fh the table does not know stays unknown (EBADF)."""
+        if fh in self._handles or (row := self.handle_table.get(fh)) is None:
+            return
+        try:
+            await self.revive_inode(row.ino)
+            node = self._node(row.ino)
+        except FsError as exc:
+            if exc.errno != errno.ESTALE:
+                raise
+            # Its file is gone (deleted while no daemon served): the fd can still be closed. A
+            # node of no path, outside the table, answers ENOENT for I/O until then.
+            kind = stat.S_IFDIR if row.is_dir else stat.S_IFREG
+            node = Node(row.ino, None, Entry(Attrs(mode=kind, uid=0, gid=0, size=0, atime_ns=0, mtime_ns=0,
+                                                   ctime_ns=0)))
+        if fh in self._handles:
+            return
+        if row.is_dir:
+            self._handles[fh] = DirHandle(node)
+        else:
+            node.opens += 1
+            self._handles[fh] = FileHandle(node, writable=row.writable)
+        log.info("fh %d (%s) taken over from an earlier daemon", fh, node.path)
+
+    def _note_staged(self, node: Node) -> None:
+        """Keep on disk what the next daemon needs to go on with an open file's staged data."""
+        staged = node.staged
+        if staged is None:
+            return
+        attrs, path = node.entry.attrs, node.path or ""
+        self.handle_table.stage(StagedRow(node.ino, staged.name, staged.base_etag, attrs.mode, attrs.uid,
+                                          attrs.gid, attrs.atime_ns,
+                                          node.entry.content_type or content_type_for(path)))
 
     def _file_handle(self, fh: int) -> FileHandle:
         handle = self._handles.get(fh)

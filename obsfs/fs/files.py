@@ -63,6 +63,7 @@ class OpenFiles(Uploads):
             staged.remove()
             raise
         node.staged = staged
+        self._note_staged(node)
         return staged
 
     @boundary
@@ -140,13 +141,15 @@ class OpenFiles(Uploads):
     @boundary
     async def release(self, fh: int) -> None:
         handle = self._file_handle(fh)
-        del self._handles[fh]
+        self._drop_handle(fh)
         node = handle.node
         try:
             if node.staged is not None and node.staged.dirty:
                 await self._commit(node)
         finally:
             node.opens -= 1
+            if node.opens == 0:
+                self.handle_table.unstage(node.ino)
             if node.opens == 0 and handle.reading.key is not None:
                 self.reader.forget(handle.reading.key)
             if node.opens == 0 and node.path is None:

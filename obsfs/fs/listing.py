@@ -186,7 +186,7 @@ class Listing(Attributes):
 
     @boundary
     async def releasedir(self, fh: int) -> None:
-        self._handles.pop(fh, None)
+        self._drop_handle(fh)
 
     @boundary
     async def fsyncdir(self, fh: int, datasync: bool) -> None:

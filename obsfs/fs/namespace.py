@@ -213,6 +213,7 @@ class Namespace(Listing):
         node.staged = self.staging.new()
         node.staged.mark_dirty()
         self.local_only[path] = node
+        self._note_staged(node)
         self._remember(path, entry)
         self._dir_changed(parent_inode)
         attributes = self._hand_out(path, entry)

@@ -12,6 +12,7 @@ import trio
 from obsfs.backend.aio import AsyncStore
 from obsfs.errors import NotFound, ObsfsError, PreconditionFailed
 from obsfs.fs.core import FsConfig, FsCore, content_type_for, user_metadata
+from obsfs.handletable import StagedRow
 from obsfs.inodemap import InodeMap
 from obsfs.inodes import Entry, Node
 from obsfs.journal import DirtyRecord, Journal
@@ -32,8 +33,9 @@ class Uploads(FsCore):
 
     def __init__(self, store: AsyncStore, layout: Layout, staging: StagingArea, journal: Journal,
                  reader: ChunkReader, meta_cache: MetaCache, inode_map: InodeMap, config: FsConfig,
-                 metrics: Metrics | None = None) -> None:
-        super().__init__(store, layout, staging, journal, reader, meta_cache, inode_map, config, metrics)
+                 metrics: Metrics | None = None, *, session: str = "") -> None:
+        super().__init__(store, layout, staging, journal, reader, meta_cache, inode_map, config, metrics,
+                         session=session)
         self.writeback = WriteBack(self._upload, workers=config.upload_workers, delay=config.upload_delay,
                                    max_dirty=config.max_dirty, metrics=self.metrics)
 
@@ -102,6 +104,11 @@ class Uploads(FsCore):
             self.metrics.to_store.inc(size)
             staged.synced_version = max(staged.synced_version, version)
             staged.base_etag = etag
+            if node.opens:
+                # An fd still open goes on from this version, also through the next daemon; this
+                # runs outside any request, so nothing else would commit it before a kill.
+                self._note_staged(node)
+                self.inodes.numbers.commit()
             node.kernel_etag = etag
             node.local_only = False
             self.local_only.pop(path, None)
@@ -201,7 +208,9 @@ class Uploads(FsCore):
                 log.warning("could not abort the unfinished upload of %s (kept for the next mount): %s", key, exc)
         records = self.journal.all()
         known = {rec.data_file for rec in records}
-        for name in self.staging.names() - known:
+        in_use = [row for row in self.handle_table.staged_in_use() if row.data_file not in known]
+        self.handle_table.forget_unused_staging()
+        for name in self.staging.names() - known - {row.data_file for row in in_use}:
             # Written but never closed or fsynced before the crash: never acknowledged.
             log.warning("discarding unacknowledged partial write %s", name)
             os.unlink(os.path.join(self.staging.directory, name))
@@ -234,4 +243,34 @@ class Uploads(FsCore):
             count += 1
         if count:
             log.warning("recovered %d file(s) not yet uploaded by the previous daemon", count)
+        for row in in_use:
+            self._adopt_open(row)
+        self.inodes.numbers.commit()
         return count
+
+    def _adopt_open(self, row: StagedRow) -> None:
+        """Go on with a file an fd of this kernel session is still open on and wrote to, which an
+        earlier daemon staged (handletable.py). Nothing was acknowledged beyond the journal, so
+        no upload is queued: the app's close or fsync commits it, as it would have."""
+        known = self.inodes.numbers.path_of(row.ino)
+        staged = self.staging.reopen(row.data_file)
+        if staged is None:
+            return
+        if known is None:  # unlinked while open: its data was never going to be kept
+            log.info("dropping the staged data of deleted inode %d", row.ino)
+            staged.remove()
+            return
+        path = known[0]
+        staged.journaled = False
+        staged.base_etag = row.base_etag
+        changed = os.fstat(staged.fd).st_mtime_ns  # the last write's time, to the page cache's clock
+        attrs = Attrs(mode=row.mode, uid=row.uid, gid=row.gid, size=staged.size(), atime_ns=row.atime_ns,
+                      mtime_ns=changed, ctime_ns=changed)
+        entry = Entry(attrs, etag=row.base_etag, content_type=row.content_type)
+        node = self.inodes.add(path, entry)
+        node.staged = staged
+        node.local_only = row.base_etag is None
+        if node.local_only:
+            self.local_only[path] = node
+        self._remember(path, entry)
+        log.warning("kept the staged data of %s, open through the previous daemon", path)
