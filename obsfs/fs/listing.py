@@ -48,11 +48,11 @@ class Listing(Attributes):
             known.update(self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag))
             for info in page.objects:
                 name = listed_name(prefix, info.key)  # None: the directory's own marker, or a key we cannot show
-                if name is not None:
+                if name is not None and info.key not in self.deletes:  # not removed here meanwhile
                     objects.append((name, info))
             for sub in page.prefixes:
                 name = listed_name(prefix, sub)
-                if name is not None:
+                if name is not None and sub not in self.deletes:  # a directory removed here, not yet in the store
                     prefixes.append(name)
             if page.next_marker is None:
                 break
@@ -190,4 +190,8 @@ class Listing(Attributes):
 
     @boundary
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None  # directory changes are written through at once
+        # Creates and renames are written through at once; removals are queued (deletes.py).
+        handle = self._handles.get(fh)
+        if not isinstance(handle, DirHandle):
+            raise FsError(errno.EBADF)
+        await self.deletes.flush(self.deletes.under(self.layout.dir_key(self._path(handle.node))))

@@ -74,6 +74,7 @@ class Renames(Namespace):
                 return
             old_key, new_key = self.layout.file_key(old), self.layout.file_key(new)
             source = replace(source, attrs=source.attrs.with_changes(ctime_ns=now_ns()))
+            await self.deletes.settle([new_key])  # a file removed there just before goes first
             await self.store.copy(old_key, new_key, metadata=to_metadata(source.attrs),
                                   content_type=source.content_type or content_type_for(new), size=source.attrs.size)
             await self.store.delete(old_key)
@@ -138,7 +139,7 @@ class Renames(Namespace):
         marker: str | None = None
         while True:
             page = await self.store.list(prefix=old_prefix, delimiter=None, marker=marker)
-            keys.extend(page.objects)
+            keys.extend(o for o in page.objects if o.key not in self.deletes)  # removed here: not moved
             if page.next_marker is None:
                 break
             marker = page.next_marker
@@ -149,6 +150,8 @@ class Renames(Namespace):
                 self.layout.file_key(rebase(node.path, old, new))  # data not in the store yet
         if target is not None:  # an empty directory: its markers go, whoever wrote them
             await self.store.delete_many(self._marker_keys(new, target))
+        # Keys removed below the new name (it counted as empty) go before ours arrive there.
+        await self.deletes.settle(self.deletes.under(new_prefix))
 
         async def copy_one(info: ObjectInfo) -> None:
             head = await self.store.head(info.key)
