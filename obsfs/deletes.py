@@ -21,9 +21,10 @@ Order rules, so that a delete never removes something newer and never leaves str
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Protocol
 
 import trio
@@ -68,6 +69,7 @@ class DeleteQueue:
         self._hold: dict[str, str] = {}  # marker key -> the prefix that must be clear before it goes
         self._sending: dict[str, trio.Event] = {}  # key in a batch in flight -> set when it ends
         self._again: set[str] = set()  # keys queued again while a batch with them was in flight
+        self._watchers: list[set[str]] = []  # per LIST in progress: keys confirmed since it started
         self._errors: dict[str, BaseException] = {}  # why the last batch of a queued key failed
         self._failures = 0  # batches failed in a row: the backoff
         self._wakeup = trio.Event()
@@ -78,6 +80,17 @@ class DeleteQueue:
 
     def __len__(self) -> int:
         return len(self._due) + len(self._sending.keys() - self._due.keys())
+
+    @contextlib.contextmanager
+    def listing(self) -> Iterator[Callable[[str], bool]]:
+        """What to hide from the answer of a LIST that starts now: the keys owed, and those whose
+        delete the store confirms while the LIST runs (its page may predate the delete)."""
+        confirmed: set[str] = set()
+        self._watchers.append(confirmed)
+        try:
+            yield lambda key: key in self or key in confirmed
+        finally:
+            self._watchers.remove(confirmed)
 
     def under(self, prefix: str) -> list[str]:
         """Owed keys at or below ``prefix`` (a scan: for fsyncdir and renames of directories)."""
@@ -208,6 +221,8 @@ class DeleteQueue:
         else:
             self._failures = 0
             self.metrics.deletes_sent.labels("ok").inc(len(batch))
+            for confirmed in self._watchers:
+                confirmed.update(batch)
             done = [k for k in batch if k not in self._again]
             for key in done:
                 self._hold.pop(key, None)

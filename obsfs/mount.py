@@ -353,7 +353,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
             if not closed:  # a keeper's mount outlives a failed daemon: the keeper decides
                 close(unmount=session is None)
     if failed:
-        log.error("unmounted with %d file(s) not uploaded: %s", len(failed), ", ".join(failed))
+        log.error("unmounted with %d file(s) not uploaded or key(s) not deleted: %s", len(failed), ", ".join(failed))
         return 1
     log.info("unmounted %s cleanly", spec.mountpoint)
     return 0

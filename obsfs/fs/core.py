@@ -250,14 +250,15 @@ class FsCore(pyfuse3.Operations):
         when the store still lists keys whose deletes are queued."""
         marker: str | None = None
         max_keys = 1
-        while True:
-            page = await self.store.list(prefix=prefix, delimiter=None, marker=marker, max_keys=max_keys)
-            for info in page.objects:
-                if info.key not in self.deletes:
-                    return info
-            if page.next_marker is None:
-                return None
-            marker, max_keys = page.next_marker, 1000
+        with self.deletes.listing() as removed:
+            while True:
+                page = await self.store.list(prefix=prefix, delimiter=None, marker=marker, max_keys=max_keys)
+                for info in page.objects:
+                    if not removed(info.key):
+                        return info
+                if page.next_marker is None:
+                    return None
+                marker, max_keys = page.next_marker, 1000
 
     async def _stat(self, path: str, *, need_exact: bool = True, quick: bool = False) -> Entry | None:
         """The current entry for ``path``: local truth, then the cache, then one fetch at a time.

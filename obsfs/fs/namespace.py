@@ -115,15 +115,16 @@ class Namespace(Listing):
         prefix = self.layout.dir_key(path)
         marker: str | None = None
         max_keys = 2  # its own marker and one entry
-        while True:
-            page = await self.store.list(prefix=prefix, delimiter="/", marker=marker, max_keys=max_keys)
-            if any(p not in self.deletes for p in page.prefixes):
-                return False
-            if any(o.key != prefix and o.key not in self.deletes for o in page.objects):
-                return False
-            if page.next_marker is None:
-                return True
-            marker, max_keys = page.next_marker, 1000
+        with self.deletes.listing() as removed:
+            while True:
+                page = await self.store.list(prefix=prefix, delimiter="/", marker=marker, max_keys=max_keys)
+                if any(not removed(p) for p in page.prefixes):
+                    return False
+                if any(o.key != prefix and not removed(o.key) for o in page.objects):
+                    return False
+                if page.next_marker is None:
+                    return True
+                marker, max_keys = page.next_marker, 1000
 
     @boundary
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:

@@ -137,12 +137,13 @@ class Renames(Namespace):
                   if n.path is not None and n.staged is not None and n.staged.dirty}
         keys: list[ObjectInfo] = []
         marker: str | None = None
-        while True:
-            page = await self.store.list(prefix=old_prefix, delimiter=None, marker=marker)
-            keys.extend(o for o in page.objects if o.key not in self.deletes)  # removed here: not moved
-            if page.next_marker is None:
-                break
-            marker = page.next_marker
+        with self.deletes.listing() as removed:
+            while True:
+                page = await self.store.list(prefix=old_prefix, delimiter=None, marker=marker)
+                keys.extend(o for o in page.objects if not removed(o.key))  # removed here: not moved
+                if page.next_marker is None:
+                    break
+                marker = page.next_marker
         # Every key below must fit under the new name (ENAMETOOLONG) before the first one moves.
         new_keys = {info.key: self.layout.moved_key(info.key, old, new) for info in keys}
         for node in pending:
