@@ -73,6 +73,7 @@ class DeleteQueue:
         self._errors: dict[str, BaseException] = {}  # why the last batch of a queued key failed
         self._failures = 0  # batches failed in a row: the backoff
         self._wakeup = trio.Event()
+        self._planned = -math.inf  # when the sender looks at the queue next (-inf: it is looking now)
         self._progress = trio.Event()
 
     def __contains__(self, key: str) -> bool:
@@ -114,7 +115,8 @@ class DeleteQueue:
                 self._hold[key] = hold
             if key in self._sending:
                 self._again.add(key)
-        self._wakeup.set()
+        if due < self._planned:  # not on every unlink: the sender's look at the queue is O(queue)
+            self._wakeup.set()
 
     async def settle(self, keys: Iterable[str]) -> None:
         """Send the owed deletes of ``keys`` now and wait for them; raises if one fails (it stays
@@ -180,9 +182,11 @@ class DeleteQueue:
                 batch = self._next_batch()
                 if not batch:
                     senders.release()
-                    with trio.move_on_at(self._next_start()):
+                    self._planned = self._next_start()
+                    with trio.move_on_at(self._planned):
                         await self._wakeup.wait()
                     self._wakeup = trio.Event()
+                    self._planned = -math.inf  # looking now: wake-ups may be needed again
                     continue
                 self._take(batch)
                 nursery.start_soon(self._send_in_background, batch, senders)
