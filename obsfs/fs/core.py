@@ -249,7 +249,7 @@ class FsCore(pyfuse3.Operations):
         """The first key under ``prefix`` not removed here: one LIST of one key, or more pages
         when the store still lists keys whose deletes are queued."""
         marker: str | None = None
-        max_keys = 1
+        max_keys = 1000 if len(self.deletes) else 1
         with self.deletes.listing() as removed:
             while True:
                 page = await self.store.list(prefix=prefix, delimiter=None, marker=marker, max_keys=max_keys)

@@ -114,7 +114,9 @@ class Namespace(Listing):
             return False
         prefix = self.layout.dir_key(path)
         marker: str | None = None
-        max_keys = 2  # its own marker and one entry
+        # Its own marker and one entry; with removals queued, whole pages, or a directory whose
+        # files were just removed would cost a second LIST for each.
+        max_keys = 1000 if len(self.deletes) else 2
         with self.deletes.listing() as removed:
             while True:
                 page = await self.store.list(prefix=prefix, delimiter="/", marker=marker, max_keys=max_keys)
