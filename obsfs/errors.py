@@ -63,6 +63,11 @@ class StoreStopped(StoreError):
     deadline. Not retried: the data stays in the journal for the next mount."""
 
 
+class NotSupported(StoreError):
+    """The server does not implement this request (HTTP 501, NotImplemented): e.g. a store without
+    multi-object delete. Not retried; the caller uses another way."""
+
+
 class InvalidRequest(StoreError):
     """The server rejected the request as malformed (4xx that is none of the above)."""
 

@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS dirty (
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,  -- a multipart upload started while its file was being written
     key       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deletes (
+    key  TEXT PRIMARY KEY,  -- removed here (unlink, rmdir); its DELETE is not confirmed by the store yet
+    hold TEXT               -- a directory's marker: sent only once no key below this prefix is owed
 )
 """
 
@@ -71,6 +75,7 @@ class DirtyRecord:
 _DELETE = {
     "dirty": "DELETE FROM dirty WHERE data_file = ?",
     "uploads": "DELETE FROM uploads WHERE upload_id = ?",
+    "deletes": "DELETE FROM deletes WHERE key = ?",
 }
 
 
@@ -143,6 +148,53 @@ class Journal:
         """Never fails for a full disk; an owed one makes the next mount abort an upload that is
         already completed or aborted, which it reports and forgets."""
         self._delete("uploads", upload_id)
+
+    def note_deletes(self, keys: list[str], hold: str | None, replacing: str | None) -> None:
+        """Owe the store the deletes of ``keys`` (obsfs/deletes.py), in one transaction with the
+        removal of the dirty row of ``replacing`` (the data file of the unlinked file): a crash
+        then finds the file either still there or deleted, never a pending upload and a pending
+        delete of the same version. Raises OSError (ENOSPC) on a full disk: nothing changed."""
+        with _as_os_error():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany("INSERT OR REPLACE INTO deletes (key, hold) VALUES (?, ?)",
+                                    [(key, hold) for key in keys])
+                if replacing is not None:
+                    self.db.execute(_DELETE["dirty"], (replacing,))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        self.owed.difference_update(("deletes", key) for key in keys)  # owed for an earlier removal
+        if replacing is not None:
+            self.owed.discard(("dirty", replacing))
+        self._settle()
+
+    def forget_deletes(self, keys: list[str]) -> None:
+        """The store confirmed these deletes. One transaction (one fsync) for a whole batch; on a
+        full disk the rows are owed one by one, like any delete (a replay deletes again: harmless)."""
+        try:
+            with _as_os_error():
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    self.db.executemany(_DELETE["deletes"], [(key,) for key in keys])
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+        except OSError as exc:
+            if not _is_full(exc):
+                raise
+            self.owed.update(("deletes", key) for key in keys)
+        self._settle()
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
+            self.db.execute("ROLLBACK")
+
+    def owed_deletes(self) -> list[tuple[str, str | None]]:
+        """(key, hold) of each delete an earlier daemon acknowledged and did not see confirmed."""
+        return [(r[0], r[1]) for r in self.db.execute("SELECT key, hold FROM deletes ORDER BY rowid")]
 
     def _delete(self, table: str, key: str) -> None:
         self.owed.add((table, key))

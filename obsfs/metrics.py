@@ -88,6 +88,11 @@ class Metrics:
         self.uploading_files = Gauge("obsfs_uploading_files", "Files being uploaded now", registry=r)
         self.oldest_dirty = Gauge(
             "obsfs_oldest_dirty_seconds", "Age of the oldest write not yet in the store (0: none)", registry=r)
+        self.deletes_queued = Gauge(
+            "obsfs_deletes_queued", "Keys removed here whose DELETE the store has not confirmed yet", registry=r)
+        self.deletes_sent = Counter(
+            "obsfs_deletes_sent", "Keys sent in (batched) DELETE requests, by outcome; failed ones are sent again",
+            ["outcome"], registry=r)
         self.dirty_limit = Gauge("obsfs_dirty_limit_bytes", "Dirty bytes at which writers wait (max_dirty)",
                                  registry=r)
         self.started = Gauge("obsfs_daemon_start_time_seconds", "When this daemon started (unix time); "

@@ -240,6 +240,7 @@ def watch(metrics: Metrics, fs: Filesystem, read_cache: ReadCache) -> None:
     metrics.watch(metrics.dirty_files, lambda: len(fs.writeback.pending()))
     metrics.watch(metrics.uploading_files, lambda: fs.writeback.active)
     metrics.watch(metrics.oldest_dirty, fs.writeback.oldest_age)
+    metrics.watch(metrics.deletes_queued, lambda: len(fs.deletes))
     metrics.watch(metrics.cache_bytes, lambda: read_cache.used)
     metrics.cache_limit.set(read_cache.capacity)
     metrics.dirty_limit.set(fs.config.max_dirty)
@@ -322,6 +323,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
             async with trio.open_nursery() as nursery:
                 fs.nursery = reader.nursery = nursery
                 await nursery.start(fs.writeback.run)
+                await nursery.start(fs.deletes.run)
                 await nursery.start(control.serve, listen, routes)
                 nursery.start_soon(_signals, stop, hand_over if session else None)
                 nursery.start_soon(_verify_mounted, spec.mountpoint, ready, session)
@@ -351,7 +353,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
             if not closed:  # a keeper's mount outlives a failed daemon: the keeper decides
                 close(unmount=session is None)
     if failed:
-        log.error("unmounted with %d file(s) not uploaded: %s", len(failed), ", ".join(failed))
+        log.error("unmounted with %d file(s) not uploaded or key(s) not deleted: %s", len(failed), ", ".join(failed))
         return 1
     log.info("unmounted %s cleanly", spec.mountpoint)
     return 0

@@ -106,6 +106,11 @@ def test_directories(mnt: Mount, s3: Any) -> None:
     os.rmdir(mnt.path / "a" / "b")
     os.rmdir(mnt.path / "a")
     assert os.listdir(mnt.path) == ["empty"]
+    fd = os.open(mnt.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)  # removals are queued (obsfs/deletes.py); fsync of the directory sends them
+    finally:
+        os.close(fd)
     assert stored_keys(s3, mnt) == ["empty/"]
 
 

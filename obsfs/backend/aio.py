@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,10 +32,12 @@ import trio
 from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore
 from obsfs.backend.retry import acall_with_retry, call_with_retry
 from obsfs.deadline import Reachability
-from obsfs.errors import ObsfsError, StoreStopped, TemporaryFailure
+from obsfs.errors import NotSupported, ObsfsError, StoreStopped, TemporaryFailure, first_error
 from obsfs.metrics import Metrics
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class AsyncStore:
@@ -58,6 +61,7 @@ class AsyncStore:
         self._writes: set[trio.CancelScope] = set()  # upload attempts in flight
         self._write_threads = trio.CapacityLimiter(math.inf)  # bounded by the tokens taken before
         self._stopped = False
+        self.multi_delete = True  # until the store says it has no multi-object delete
 
     async def _run(self, what: str, fn: Callable[[], T], *, data: bool = False, write: bool = False,
                    until: float | None = None) -> T:
@@ -214,9 +218,23 @@ class AsyncStore:
         await self._run(f"DELETE {key}", functools.partial(self.store.delete, key), write=True)
 
     async def delete_many(self, keys: Iterable[str]) -> None:
+        """Multi-object DELETEs of up to 1,000 keys each; on a store that has none (HTTP 501),
+        single DELETEs in parallel, on the metadata threads, from then on."""
         keys = list(keys)
-        await self._run(f"DELETE {len(keys)} keys", functools.partial(self.store.delete_many, keys),
-                        write=True)
+        if self.multi_delete:
+            try:
+                await self._run(f"DELETE {len(keys)} keys", functools.partial(self.store.delete_many, keys),
+                                write=True)
+                return
+            except NotSupported as exc:
+                log.warning("the store has no multi-object delete (%s); deleting one key at a time", exc)
+                self.multi_delete = False
+        try:
+            async with trio.open_nursery() as nursery:
+                for key in keys:
+                    nursery.start_soon(self.delete, key)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
 
     async def list(self, prefix: str = "", delimiter: str | None = "/", marker: str | None = None,
                    max_keys: int = 1000) -> ListPage:

@@ -40,6 +40,7 @@ from obsfs.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
+    NotSupported,
     PreconditionFailed,
     StoreError,
     TemporaryFailure,
@@ -72,6 +73,8 @@ def _conditions(if_match: str | None, if_none_match: bool) -> dict[str, str]:
 def classify(status: int, code: str | None, what: str, key: str | None) -> StoreError:
     """Map an HTTP status and S3 error code to our exception type, with a message a user can act on."""
     detail = f"{what}: HTTP {status}" + (f" {code}" if code else "")
+    if status == 501 or code == "NotImplemented":
+        return NotSupported(detail, status=status, code=code, key=key)
     if status in (408, 429) or status >= 500 or code in _TEMP_CODES:
         return TemporaryFailure(detail, status=status, code=code, key=key)
     if status == 404:

@@ -18,6 +18,7 @@ from cachetools import TTLCache
 
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
+from obsfs.deletes import DeleteQueue
 from obsfs.dialects import Kind, folder_key, marker_keys, object_kind
 from obsfs.dirtimes import DirTimes
 from obsfs.errors import NotFound, ObsfsError, TemporaryFailure, first_error
@@ -124,6 +125,8 @@ class FsCore(pyfuse3.Operations):
         # (created, uploaded, renamed, removed) while its LIST pages were being fetched.
         self._listings: dict[str, list[set[str]]] = {}
         self.dir_times = DirTimes()  # directory times not yet in their markers
+        # Keys removed here whose DELETE is queued: the store still lists them, we must not.
+        self.deletes = DeleteQueue(store.delete_many, journal, delay=config.upload_delay, metrics=self.metrics)
         self.nursery: trio.Nursery | None = None  # set by mount.py; background prefetches run here
 
     def _root_entry(self) -> Entry:
@@ -206,6 +209,8 @@ class FsCore(pyfuse3.Operations):
         if not path:
             return self._root_entry()
         key = self.layout.file_key(path)
+        if key in self.deletes:  # removed here; the store has not been told yet
+            return await self._fetch_dir(path)
         try:
             info = await self.store.head(key)
         except NotFound:
@@ -214,10 +219,10 @@ class FsCore(pyfuse3.Operations):
         if kind is Kind.FILE:
             return self._file_entry(info)
         # A zero-byte object that may mark a directory: keys below and a "dir/" marker decide.
-        page = await self.store.list(prefix=key + "/", delimiter=None, max_keys=1)
-        if kind is Kind.ASK and not page.objects and not page.prefixes:
+        first = await self._first_live(key + "/")
+        if kind is Kind.ASK and first is None:
             return self._file_entry(info)
-        if page.objects and page.objects[0].key == key + "/":
+        if first is not None and first.key == key + "/":
             with contextlib.suppress(NotFound):
                 return self._object_entry(await self.store.head(key + "/"), is_dir=True, object_marker=True)
         return self._object_entry(info, is_dir=True, has_marker=False, object_marker=True)
@@ -232,24 +237,39 @@ class FsCore(pyfuse3.Operations):
         async def head_folder() -> None:
             nonlocal folder
             marker = folder_key(key)
-            if marker is not None:
+            if marker is not None and marker not in self.deletes:
                 with contextlib.suppress(NotFound):
                     folder = await self.store.head(marker)
 
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(head_folder)
-                page = await self.store.list(prefix=key + "/", delimiter=None, max_keys=1)
+                first = await self._first_live(key + "/")
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        if page.objects and page.objects[0].key == key + "/":
+        if first is not None and first.key == key + "/":
             with contextlib.suppress(NotFound):
                 return self._object_entry(await self.store.head(key + "/"), is_dir=True)
         if folder is not None:
             return self._object_entry(folder, is_dir=True, has_marker=False)
-        if page.objects or page.prefixes:
+        if first is not None:
             return Entry(self._implicit_dir(path))
         return None
+
+    async def _first_live(self, prefix: str) -> ObjectInfo | None:
+        """The first key under ``prefix`` not removed here: one LIST of one key, or more pages
+        when the store still lists keys whose deletes are queued."""
+        marker: str | None = None
+        max_keys = 1000 if len(self.deletes) else 1
+        with self.deletes.listing() as removed:
+            while True:
+                page = await self.store.list(prefix=prefix, delimiter=None, marker=marker, max_keys=max_keys)
+                for info in page.objects:
+                    if not removed(info.key):
+                        return info
+                if page.next_marker is None:
+                    return None
+                marker, max_keys = page.next_marker, 1000
 
     async def _stat(self, path: str, *, need_exact: bool = True, quick: bool = False) -> Entry | None:
         """The current entry for ``path``: local truth, then the cache, then one fetch at a time.

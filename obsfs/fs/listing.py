@@ -42,21 +42,22 @@ class Listing(Attributes):
         prefixes: list[str] = []
         known: dict[str, tuple[Attrs, str | None]] = {}
         marker: str | None = None
-        while True:
-            page = await self.store.list(prefix=prefix, delimiter="/", marker=marker)
-            # Attributes HEADed before (this mount or an earlier one) for the same ETag.
-            known.update(self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag))
-            for info in page.objects:
-                name = listed_name(prefix, info.key)  # None: the directory's own marker, or a key we cannot show
-                if name is not None:
-                    objects.append((name, info))
-            for sub in page.prefixes:
-                name = listed_name(prefix, sub)
-                if name is not None:
-                    prefixes.append(name)
-            if page.next_marker is None:
-                break
-            marker = page.next_marker
+        with self.deletes.listing() as removed:
+            while True:
+                page = await self.store.list(prefix=prefix, delimiter="/", marker=marker)
+                # Attributes HEADed before (this mount or an earlier one) for the same ETag.
+                known.update(self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag))
+                for info in page.objects:
+                    name = listed_name(prefix, info.key)  # None: the directory's own marker, or a key we cannot show
+                    if name is not None and not removed(info.key):  # not removed here meanwhile
+                        objects.append((name, info))
+                for sub in page.prefixes:
+                    name = listed_name(prefix, sub)
+                    if name is not None and not removed(sub):  # a directory removed here, not yet in the store
+                        prefixes.append(name)
+                if page.next_marker is None:
+                    break
+                marker = page.next_marker
         found: dict[str, Entry] = {}
         for name, child in children_of(objects, prefixes).items():
             if not path and name in self.config.hidden:
@@ -190,4 +191,8 @@ class Listing(Attributes):
 
     @boundary
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None  # directory changes are written through at once
+        # Creates and renames are written through at once; removals are queued (deletes.py).
+        handle = self._handles.get(fh)
+        if not isinstance(handle, DirHandle):
+            raise FsError(errno.EBADF)
+        await self.deletes.flush(self.deletes.under(self.layout.dir_key(self._path(handle.node))))

@@ -14,7 +14,7 @@ from obsfs.errors import TemporaryFailure
 from obsfs.fs.boundary import FsError, boundary
 from obsfs.fs.core import FileHandle, content_type_for, now_ns
 from obsfs.fs.listing import Listing
-from obsfs.inodes import Entry
+from obsfs.inodes import Entry, Node
 from obsfs.layout import InvalidName, parent_of
 from obsfs.meta import DIR_CONTENT_TYPE, SPECIAL_KINDS, Attrs, device_number, to_metadata
 
@@ -67,6 +67,7 @@ class Namespace(Listing):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path, attrs = await self._new_entry(parent_inode, name, stat.S_IFDIR | stat.S_IMODE(mode), 0, ctx)
+        await self.deletes.settle([self.layout.dir_key(path)])  # a marker removed just before goes first
         etag = await self.store.put_bytes(self.layout.dir_key(path), b"", metadata=to_metadata(attrs),
                                           content_type=DIR_CONTENT_TYPE)
         entry = Entry(attrs, etag=etag or None, content_type=DIR_CONTENT_TYPE, has_marker=True)
@@ -107,11 +108,25 @@ class Namespace(Listing):
             raise FsError(errno.ENOTDIR)
 
     async def _is_empty_dir(self, path: str) -> bool:
+        """Empty as far as this mount knows: keys whose deletes are queued here do not count
+        (nor subdirectories removed here), so ``rm -r`` need not wait for the store."""
         if any(parent_of(p) == path for p, n in self.local_only.items() if n.path == p):
             return False
         prefix = self.layout.dir_key(path)
-        page = await self.store.list(prefix=prefix, delimiter="/", max_keys=2)
-        return not page.prefixes and all(o.key == prefix for o in page.objects)
+        marker: str | None = None
+        # Its own marker and one entry; with removals queued, whole pages, or a directory whose
+        # files were just removed would cost a second LIST for each.
+        max_keys = 1000 if len(self.deletes) else 2
+        with self.deletes.listing() as removed:
+            while True:
+                page = await self.store.list(prefix=prefix, delimiter="/", marker=marker, max_keys=max_keys)
+                if any(not removed(p) for p in page.prefixes):
+                    return False
+                if any(o.key != prefix and not removed(o.key) for o in page.objects):
+                    return False
+                if page.next_marker is None:
+                    return True
+                marker, max_keys = page.next_marker, 1000
 
     @boundary
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -124,7 +139,8 @@ class Namespace(Listing):
             raise FsError(errno.ENOTEMPTY, f"{path} is not empty")
         async with self.dir_times.writing(path):  # no lazy write of its times may bring the marker back
             self.dir_times.take(path)
-            await self.store.delete_many(self._marker_keys(path, entry))
+            # Sent once the deletes of the keys below it are confirmed (deletes.py).
+            await self._owe_delete(self._marker_keys(path, entry), hold=self.layout.dir_key(path))
         self.dir_times.forget_implicit(path)
         self._forget_subtree(path)  # scans the caches: for directories only, not every unlink
         self._unlinked(path)
@@ -148,16 +164,32 @@ class Namespace(Listing):
             raise FsError(errno.EISDIR)
         node = self.inodes.by_path(path)
         if node is None:
-            await self.store.delete(self.layout.file_key(path))
+            await self._owe_delete([self.layout.file_key(path)])
             self._unlinked(path)
         else:
             async with node.lock:  # an upload in flight finishes first, then we delete what it wrote
                 if node.path != path:
                     raise FsError(errno.ENOENT)
                 if not node.local_only:
-                    await self.store.delete(self.layout.file_key(path))
+                    await self._owe_delete([self.layout.file_key(path)], node=node)
                 self._unlinked(path)
         self._dir_changed(parent_inode)
+
+    async def _owe_delete(self, keys: list[str], *, hold: str | None = None, node: Node | None = None) -> None:
+        """Journal the deletes of ``keys`` and queue them (deletes.py): the name is gone for this
+        mount now, for the store within ``upload_delay``, and after a crash on the next mount.
+        The journal row of ``node``'s unsent data goes in the same transaction. On a full cache
+        disk nothing is journaled, so the keys are deleted at once, as before the queue."""
+        staged = node.staged if node is not None else None
+        replacing = staged.name if staged is not None and staged.journaled else None
+        try:
+            self.deletes.add(keys, hold=hold, replacing=replacing)
+        except OSError as exc:
+            log.info("deleting %s at once: %s", keys[0], exc)
+            await self.store.delete_many(keys)
+            return
+        if staged is not None:
+            staged.journaled = False  # its row went with the delete's
 
     @boundary
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
@@ -171,6 +203,7 @@ class Namespace(Listing):
         gain from waiting (one small PUT, as s3fs makes it)."""
         content_type = "application/octet-stream"
         key = self.layout.file_key(path)
+        await self.deletes.settle([key])  # a file removed just before goes first
         etag = await self.store.put_bytes(key, body, metadata=to_metadata(attrs), content_type=content_type)
         entry = Entry(attrs, etag=etag or None, content_type=content_type, link_target=link_target)
         self._stored(key, entry)

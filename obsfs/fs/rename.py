@@ -76,6 +76,7 @@ class Renames(Namespace):
             old_key, new_key = self.layout.file_key(old), self.layout.file_key(new)
             content_type = source.content_type or content_type_for(new)
             source = replace(source, attrs=source.attrs.with_changes(ctime_ns=now_ns()), content_type=content_type)
+            await self.deletes.settle([new_key])  # a file removed there just before goes first
             await self.store.copy(old_key, new_key, metadata=to_metadata(source.attrs), content_type=content_type,
                                   size=source.attrs.size)
             await self.store.delete(old_key)
@@ -139,12 +140,13 @@ class Renames(Namespace):
                   if n.path is not None and n.staged is not None and n.staged.dirty}
         keys: list[ObjectInfo] = []
         marker: str | None = None
-        while True:
-            page = await self.store.list(prefix=old_prefix, delimiter=None, marker=marker)
-            keys.extend(page.objects)
-            if page.next_marker is None:
-                break
-            marker = page.next_marker
+        with self.deletes.listing() as removed:
+            while True:
+                page = await self.store.list(prefix=old_prefix, delimiter=None, marker=marker)
+                keys.extend(o for o in page.objects if not removed(o.key))  # removed here: not moved
+                if page.next_marker is None:
+                    break
+                marker = page.next_marker
         # Every key below must fit under the new name (ENAMETOOLONG) before the first one moves.
         new_keys = {info.key: self.layout.moved_key(info.key, old, new) for info in keys}
         for node in pending:
@@ -152,6 +154,8 @@ class Renames(Namespace):
                 self.layout.file_key(rebase(node.path, old, new))  # data not in the store yet
         if target is not None:  # an empty directory: its markers go, whoever wrote them
             await self.store.delete_many(self._marker_keys(new, target))
+        # Keys removed below the new name (it counted as empty) go before ours arrive there.
+        await self.deletes.settle(self.deletes.under(new_prefix))
 
         async def copy_one(info: ObjectInfo) -> None:
             head = await self.store.head(info.key)

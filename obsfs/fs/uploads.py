@@ -81,6 +81,9 @@ class Uploads(FsCore):
             entry = node.entry
             attrs = entry.attrs.with_changes(size=size)
             content_type = entry.content_type or content_type_for(path)
+            # The name was removed and written again here: the old object's queued delete goes
+            # first, or it would land after our upload (a DELETE cannot be conditional).
+            await self.deletes.settle([key])
             stream, node.stream = node.stream, None
             base = staged.base_etag
             try:
@@ -190,11 +193,15 @@ class Uploads(FsCore):
                 await self._commit(node)
             except OSError as exc:  # a full cache disk: still queued, the drain below may save it
                 log.warning("could not journal %s before the final upload: %s", node.path, exc)
+        until = trio.current_time() + deadline
         left = await self.writeback.drain(deadline)
         for node in left:
             log.error("not uploaded: %s (kept in %s; the next mount with this cache dir uploads it)",
                       node.path, node.staged.path if node.staged else "?")
-        return [node.path or "?" for node in left]
+        owed = await self.deletes.drain(max(0.0, until - trio.current_time()))
+        for key in owed:
+            log.error("not deleted: %s (journaled; the next mount with this cache dir deletes it)", key)
+        return [node.path or "?" for node in left] + [f"(delete) {key}" for key in owed]
 
     async def recover(self) -> int:
         """Re-queue what an earlier daemon acknowledged but did not upload (crash, kill -9, OOM),
@@ -206,6 +213,11 @@ class Uploads(FsCore):
                 log.warning("aborted the unfinished upload of %s left by the previous daemon", key)
             except ObsfsError as exc:
                 log.warning("could not abort the unfinished upload of %s (kept for the next mount): %s", key, exc)
+        owed = self.journal.owed_deletes()
+        if owed:
+            # Sent first, and before any upload of the same key (which settles it), as they happened.
+            log.warning("replaying %d delete(s) the previous daemon acknowledged but did not send", len(owed))
+            self.deletes.restore(owed)
         records = self.journal.all()
         known = {rec.data_file for rec in records}
         in_use = [row for row in self.handle_table.staged_in_use() if row.data_file not in known]
