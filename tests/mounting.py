@@ -42,6 +42,15 @@ def fsync_tree(root: Path) -> None:
                 os.close(fd)
 
 
+def fsync_dir(path: Path) -> None:
+    """fsync a directory: it sends the deletes queued below it (obsfs/deletes.py) and waits."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
     """Poll (the daemon works in the background); fail with ``what`` if it never holds."""
     deadline = time.monotonic() + seconds

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import boto_client
-from tests.mounting import Mounter
+from tests.mounting import Mounter, fsync_dir
 from tests.s3server import S3Server, start_moto
 from tests.test_races import body, keys
 from tests.test_writeback import HOLD, kill_daemon
@@ -38,14 +38,6 @@ def put_tree(s3: Any, bucket: str, dirs: int, files: int) -> list[str]:
     for key in made:
         s3.put_object(Bucket=bucket, Key=key, Body=b"" if key.endswith("/") else key.encode())
     return made
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def test_rm_r_is_acknowledged_locally_and_sent_in_one_batch(mounter: Mounter, logged: S3Server,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from obsfs.meta import DIR_CONTENT_TYPE
-from tests.mounting import Mounter
+from tests.mounting import Mounter, fsync_dir
 from tests.s3server import S3Server
 from tests.test_interop_s3fs import S3fs, pytestmark  # noqa: F401  (skipped without s3fs)
 
@@ -84,10 +84,12 @@ def test_other_tools_directories(mounter: Mounter, s3fs_mounts: S3fs, moto: S3Se
     assert stat.S_IMODE(os.lstat(ours / "zero").st_mode) == 0o700
     os.unlink(ours / "both" / "f")
     os.rmdir(ours / "both")  # both markers go
+    fsync_dir(ours)  # removals are queued; this sends them
     assert keys(s3, bucket) == set(PLANTED) - {
         "folder_$folder$", "hadoop_$folder$", "hadoop/part-0", "both/", "both_$folder$", "both/f"} | {
         "hadoop2/", "hadoop2/part-0", "zero/"}
     os.unlink(ours / "zero" / "f")
     os.rmdir(ours / "zero")  # the zero-byte object was its marker: it goes too, not back as a file
     assert "zero" not in os.listdir(ours)
+    fsync_dir(ours)
     assert {"zero", "zero/"}.isdisjoint(keys(s3, bucket))

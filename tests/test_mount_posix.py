@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.mounting import Mount, Mounter, fsync_tree, wait_for
+from tests.mounting import Mount, Mounter, fsync_dir, fsync_tree, wait_for
 from tests.s3server import S3Server
 
 
@@ -106,11 +106,7 @@ def test_directories(mnt: Mount, s3: Any) -> None:
     os.rmdir(mnt.path / "a" / "b")
     os.rmdir(mnt.path / "a")
     assert os.listdir(mnt.path) == ["empty"]
-    fd = os.open(mnt.path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)  # removals are queued (obsfs/deletes.py); fsync of the directory sends them
-    finally:
-        os.close(fd)
+    fsync_dir(mnt.path)  # removals are queued (obsfs/deletes.py); fsync of the directory sends them
     assert stored_keys(s3, mnt) == ["empty/"]
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.mounting import Mounter
+from tests.mounting import Mounter, fsync_dir
 from tests.s3server import S3Server
 from tests.test_mount_posix import keys
 from tests.trees import SPECIAL, expected_special, make_special, special_view
@@ -96,6 +96,7 @@ def test_special_files(mounter: Mounter, moto: S3Server, bucket: str, s3: Any, t
 
     for name in changed:
         os.unlink(cold.path / "moved" / name)
+    fsync_dir(cold.path / "moved")  # removals are queued; this sends them
     assert keys(s3, bucket, "moved/") == ["moved/"]
 
 

@@ -88,8 +88,12 @@ def test_two_multipart_uploads_completing_together(mounter: Mounter, server: S3S
     assert versions_kept(s3, bucket, "f") == set(versions)
 
 
-def test_two_single_puts_at_once(mounter: Mounter, server: S3Server, tmp_path: Path) -> None:
-    """Small files: the conditional PUT itself decides, on both servers."""
+def test_two_single_puts_at_once(mounter: Mounter, moto: S3Server, tmp_path: Path) -> None:
+    """Small files: the conditional PUT itself decides. On moto only: RGW 16 checks the condition
+    apart from the write, so two PUTs checked at the same moment both pass and one version is lost,
+    about 1 round in 70 (docs/write-back.md, measured without a proxy); four rounds would fail this
+    test about one run in eighteen, for a loss no client can prevent there."""
+    server = moto
     s3 = boto_client(server)
     bucket = f"race-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
