@@ -39,6 +39,7 @@ from obsfs.errors import (
     ObsfsError,
     TemporaryFailure,
 )
+from obsfs.malloc import one_arena
 from obsfs.mount import (
     MountSpec,
     check_mountpoint,
@@ -219,6 +220,7 @@ def run_foreground(spec: MountSpec, creds: Credentials, ready_fd: int | None) ->
     # file contents, keys or paths: private to its user, whatever umask it was started with.
     os.umask(0o077)
     setup_logging(spec.options.dbglevel, spec.options.logfile, foreground=ready_fd is None)
+    one_arena()  # before trio starts a thread: see obsfs.malloc
 
     announced = False
 
