@@ -282,7 +282,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         stack.callback(meta_cache.close)
         inode_map = InodeMap(cache_dir / "inodes.db")
         stack.callback(inode_map.close)
-        reader = ChunkReader(astore, read_cache)
+        reader = ChunkReader(astore, read_cache, opts.read_memory)
         fs = Filesystem(astore, layout, staging, journal, reader, meta_cache, inode_map, fs_config(opts),
                         metrics, session=kernel_session() if spec.keeper_socket else "")
         watch(metrics, fs, read_cache)

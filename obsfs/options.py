@@ -179,6 +179,7 @@ class MountOptions:
     readwrite_timeout: float = 20.0
     hide: list[str] = field(default_factory=list)
     cache_size: int = 1 << 30
+    read_memory: int = 32 << 20
     upload_workers: int = 16
     upload_delay: float = 0.5
     max_dirty: int = 1 << 30
@@ -204,6 +205,7 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "negative_timeout": _float, "dbglevel": _dbglevel, "logfile": _str, "cache_dir": _str,
     "multipart_size": _size_mb, "parallel_count": _int, "deadline": _float, "write_deadline": _float,
     "readwrite_timeout": _float, "upload_workers": _int, "cache_size": _cache_mb, "hide": _names,
+    "read_memory": _cache_mb,
     "upload_delay": _float,
     "max_dirty": _size_mb, "drain_deadline": _float, "fsname": _str,
     "metrics": _metrics,

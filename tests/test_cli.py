@@ -82,6 +82,17 @@ def daemon_pid(mountpoint: Path) -> int:
     return int(state_file(str(mountpoint), "pid").read_text())
 
 
+def test_the_daemon_is_forked_not_started_again(mounter: Mounter, moto: S3Server, bucket: str) -> None:
+    """The daemon is ``obsfs mount`` itself, forked after its imports: it still runs the command
+    line it was given. A second interpreter (the slow start) would need one of its own, with -f."""
+    mnt = mounter.mount(moto, bucket)
+    argv = [*OBSFS, "mount", bucket, str(mnt.path)]
+    for option in mnt.options:
+        argv += ["-o", option]
+    cmdline = Path(f"/proc/{daemon_pid(mnt.path)}/cmdline").read_bytes().split(b"\0")[:-1]
+    assert [arg.decode() for arg in cmdline] == argv
+
+
 def test_sigterm_flushes_unmounts_and_exits_zero(mounter: Mounter, moto: S3Server, bucket: str, s3: object) -> None:
     mnt = mounter.mount(moto, bucket)
     (mnt.path / "f").write_text("kept")

@@ -14,7 +14,7 @@ from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectStore
 from obsfs.errors import TemporaryFailure
 from obsfs.readcache import ReadCache
-from obsfs.reader import CHUNK, ChunkReader, ReadState
+from obsfs.reader import CHUNK, MAX_AHEAD, ChunkReader, ReadState, chunk_slots
 
 
 class CountingStore:
@@ -31,7 +31,7 @@ class CountingStore:
 def test_closing_the_last_handle_drops_its_chunks_from_memory(tmp_path: Path) -> None:
     fake = CountingStore()
     store = AsyncStore(cast(ObjectStore, fake), read_deadline=5, write_deadline=5)
-    reader = ChunkReader(store, ReadCache(str(tmp_path / "data"), 0, CHUNK))  # no disk cache
+    reader = ChunkReader(store, ReadCache(str(tmp_path / "data"), 0, CHUNK), 32 << 20)  # no disk cache
 
     async def main() -> None:
         for key in ("a", "b"):
@@ -66,7 +66,7 @@ def test_a_read_after_a_failed_one_fails_at_once(tmp_path: Path) -> None:
 outcomes and the virtual times are checked, not what the thread did meanwhile)."""
     fake = HangingStore()
     store = AsyncStore(cast(ObjectStore, fake), read_deadline=5, write_deadline=5)
-    reader = ChunkReader(store, ReadCache(str(tmp_path / "data"), 0, CHUNK))
+    reader = ChunkReader(store, ReadCache(str(tmp_path / "data"), 0, CHUNK), 32 << 20)
     state = ReadState()
 
     async def failing_read() -> float:
@@ -86,3 +86,53 @@ outcomes and the virtual times are checked, not what the thread did meanwhile)."
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         fake.release.set()
+
+
+def test_the_window_grows_while_sequential_up_to_its_limit_and_a_seek_resets_it() -> None:
+    state = ReadState()
+    windows = [state.advance(offset, 1 << 20, max_ahead=3) for offset in range(0, 8 << 20, 1 << 20)]
+    assert windows == [1, 2, 3, 3, 3, 3, 3, 3]
+    assert state.advance(100 * CHUNK, 1 << 20, max_ahead=3) == 0
+
+
+@pytest.mark.parametrize(("read_memory", "slots"), [(0, 2), (CHUNK - 1, 2), (3 * CHUNK, 3), (32 << 20, 8)])
+def test_read_memory_in_chunks(read_memory: int, slots: int) -> None:
+    assert chunk_slots(read_memory) == slots
+
+
+class WatchedStore(CountingStore):
+    """Records how many chunks the reader held each time a GET started (its flight included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reader: ChunkReader | None = None
+        self.held: list[int] = []
+
+    def get_range(self, key: str, start: int, length: int, *, etag: str | None = None) -> bytearray:
+        assert self.reader is not None
+        self.held.append(self.reader.held)  # an int read from a worker thread: a snapshot
+        return super().get_range(key, start, length, etag=etag)
+
+
+@pytest.mark.parametrize("chunks", [3, 8])
+def test_a_sequential_read_holds_no_more_chunks_than_read_memory(tmp_path: Path, chunks: int) -> None:
+    """The bound holds with readahead running, and the window fits in it: no chunk fetched
+    ahead is dropped before it was read, so each is fetched once."""
+    fake = WatchedStore()
+    store = AsyncStore(cast(ObjectStore, fake), read_deadline=5, write_deadline=5)
+    reader = fake.reader = ChunkReader(store, ReadCache(str(tmp_path / "data"), 0, CHUNK), chunks * CHUNK)
+    assert reader.max_ahead == min(MAX_AHEAD, chunks - 1)
+    total = 24 * CHUNK
+    state = ReadState()
+    seen_after_reads: list[int] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            reader.nursery = nursery
+            for offset in range(0, total, 1 << 20):
+                assert bytes(await reader.read(state, "k", "etag", total, offset, 1 << 20)) == b"k" * (1 << 20)
+                seen_after_reads.append(reader.held)
+
+    trio.run(main)
+    assert max(fake.held + seen_after_reads) <= chunks
+    assert sorted(start for _, start in fake.gets) == list(range(0, total, CHUNK))
