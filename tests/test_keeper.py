@@ -149,6 +149,7 @@ def test_planned_handover_under_a_read_loop(mounter: Mounter, moto: S3Server, bu
     finally:
         stop.set()
         thread.join()
-    # What is left for a handover without a failed call: a file opened by the old daemon and
-    # read through the next one gets EBADF (the handle table is not handed over yet).
-    assert set(errors) <= {errno.EBADF} and len(errors) <= 2, errors
+    # What is left for a handover without a failed call (issue #14 item 3): a request the old
+    # daemon had read but not answered when it let go of its clone fails with ECONNABORTED, and
+    # a handle it opened can still meet EBADF. At most one call per handover, seen twice at most.
+    assert set(errors) <= {errno.EBADF, errno.ECONNABORTED} and len(errors) <= 2, errors
