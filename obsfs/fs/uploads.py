@@ -21,7 +21,7 @@ from obsfs.meta import Attrs, to_metadata
 from obsfs.metacache import MetaCache
 from obsfs.metrics import Metrics
 from obsfs.reader import ChunkReader
-from obsfs.staging import StagingArea
+from obsfs.staging import StagedFile, StagingArea
 from obsfs.upload import local_etags, upload_file
 from obsfs.writeback import WriteBack
 
@@ -245,12 +245,7 @@ class Uploads(FsCore):
             staged.base_etag = rec.base_etag
             entry = Entry(rec.attrs.with_changes(size=staged.size()), etag=rec.base_etag,
                           content_type=rec.content_type)
-            node = self.inodes.add(path, entry)
-            node.staged = staged
-            node.local_only = rec.base_etag is None
-            if node.local_only:
-                self.local_only[path] = node
-            self._remember(path, entry)
+            node = self._adopt_staged(path, entry, staged)
             self.writeback.schedule(node, delay=0)
             count += 1
         if count:
@@ -279,10 +274,16 @@ class Uploads(FsCore):
         attrs = Attrs(mode=row.mode, uid=row.uid, gid=row.gid, size=staged.size(), atime_ns=row.atime_ns,
                       mtime_ns=changed, ctime_ns=changed)
         entry = Entry(attrs, etag=row.base_etag, content_type=row.content_type)
+        self._adopt_staged(path, entry, staged)
+        log.warning("kept the staged data of %s, open through the previous daemon", path)
+
+    def _adopt_staged(self, path: str, entry: Entry, staged: StagedFile) -> Node:
+        """Make ``staged`` the pending contents of ``path`` (a file a crash left behind); it is
+        only local while no stored version underlies it (``entry.etag`` is its base)."""
         node = self.inodes.add(path, entry)
         node.staged = staged
-        node.local_only = row.base_etag is None
+        node.local_only = entry.etag is None
         if node.local_only:
             self.local_only[path] = node
         self._remember(path, entry)
-        log.warning("kept the staged data of %s, open through the previous daemon", path)
+        return node
