@@ -51,7 +51,7 @@ def clone_device(device: int) -> int:
 
 def _poke(mountpoint: str) -> None:
     with contextlib.suppress(OSError):
-        os.lstat(os.path.join(os.fsencode(mountpoint), b".obsfs-handover-\xff"))
+        os.statvfs(mountpoint)
 
 
 def kernel_session() -> str:
@@ -103,8 +103,9 @@ class KeeperSession:
         self.link.close()
         # Once woken, the loop reads the clone, and that read blocks the whole trio thread until
         # the kernel has a request, which an idle mount may never send. So make one first, from a
-        # thread of its own: a lookup of a name that is not UTF-8, which the filesystem refuses
-        # (ENOENT) without asking the store, and which the kernel does not cache.
+        # thread of its own: a statfs, which the kernel never answers from a cache and the
+        # filesystem answers without the store. (Not a failed lookup: every mount, the default
+        # being one with a keeper, would count an error in its metrics that nobody made.)
         threading.Thread(target=_poke, args=(mountpoint,), name="handover-poke", daemon=True).start()
         self.theirs.send(b"\0")
 
