@@ -64,6 +64,8 @@ METRICS = [
     Metric("rss_peak", "RSS peak, any workload (VmHWM)", "MiB", False, "any", memory=True),
 ]
 BY_KEY = {m.key: m for m in METRICS}
+# The workload groups, in the order a run takes them (``--workloads`` picks some); "any" is no workload.
+WORKLOADS = [group for group in dict.fromkeys(m.group for m in METRICS) if group != "any"]
 
 
 def ratio(metric: Metric, value: float, reference: float) -> float | None:

@@ -255,4 +255,13 @@ class ObsfsUncountedPeer(ObsfsPeer):
     extra_options = ",metrics=off"
 
 
-FUSE_PEERS: dict[str, type[Peer]] = {p.name: p for p in (ObsfsPeer, ObsfsUncountedPeer, S3fsPeer, RclonePeer)}
+class ObsfsUnkeptPeer(ObsfsPeer):
+    """obsfs with ``-o nokeeper``: what keeping the mount alive across a daemon's death costs is
+    obsfs's ratio to this one (issue #14, item 4)."""
+
+    name = "obsfs-nokeeper"
+    extra_options = ",nokeeper"
+
+
+FUSE_PEERS: dict[str, type[Peer]] = {p.name: p for p in (ObsfsPeer, ObsfsUncountedPeer, ObsfsUnkeptPeer, S3fsPeer,
+                                                          RclonePeer)}

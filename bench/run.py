@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.fixture import prepare
-from bench.metrics import SDK, Results
+from bench.metrics import SDK, WORKLOADS, Results
 from bench.peers import FUSE_PEERS, Peer
 from bench.procs import drop_caches
 from bench.profile import FULL, QUICK, Profile
@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="repetitions of every workload (default: 3, quick: 1)")
     parser.add_argument("--peers", default=",".join(ALL_PEERS),
                         help=f"comma-separated subset of {','.join(ALL_PEERS)}")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"comma-separated subset of {','.join(WORKLOADS)}: the groups to run")
     parser.add_argument("--osd-store", choices=["bluestore", "memstore"], default="bluestore",
                         help="RGW's OSD backend (bluestore on a sparse file, as deployed; memstore holds data in RAM)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
@@ -67,6 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not peers:
         parser.error(f"unknown peers: {', '.join(unknown) or '(none given)'}")
     args.peers = [p for p in ALL_PEERS if p in peers]
+    workloads = {w.strip() for w in args.workloads.split(",") if w.strip()}
+    unknown = sorted(workloads - set(WORKLOADS))
+    if unknown or not workloads:
+        parser.error(f"unknown workloads: {', '.join(unknown) or '(none given)'}")
+    args.workloads = frozenset(workloads)
     return args
 
 
@@ -118,7 +125,7 @@ def run_all(args: argparse.Namespace, profile: Profile, workdir: Path, results: 
                 turn = (run - 1) % len(running)
                 order = running[turn:] + running[:turn]
                 log.info("== run %d of %d: %s", run, profile.runs, ", ".join(order))
-                session = Session(fx, results, run)
+                session = Session(fx, results, run, args.workloads)
                 for name in order:
                     if name == SDK:
                         session.sdk()
@@ -142,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     meta: dict[str, Any] = {
         "started": datetime.now().isoformat(timespec="seconds"), "profile": profile.name, "peers": args.peers,
-        "osd_store": args.osd_store, "kernel": platform.release(), "cpus": os.cpu_count(),
-        "loadavg_start": os.getloadavg(), "page_cache_dropped": True,
+        "osd_store": args.osd_store, "workloads": sorted(args.workloads), "kernel": platform.release(),
+        "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "page_cache_dropped": True,
     }
     results = Results()
     check_tools()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,15 +60,18 @@ class Timing:
 
 
 class Session:
-    def __init__(self, fx: Fixture, results: Results, run: int) -> None:
+    def __init__(self, fx: Fixture, results: Results, run: int, workloads: Collection[str]) -> None:
         self.fx = fx
         self.store = fx.store
         self.results = results
         self.run = run
+        self.workloads = workloads  # the groups to run; the others' rows stay "n/a"
         self.peak_kib = 0
 
     def attempt(self, peer: str, group: str, work: Callable[[], None]) -> None:
         """Run one group; a failure of the peer is recorded and the bench goes on with the next group."""
+        if group not in self.workloads:
+            return
         try:
             work()
         except (BenchError, OSError, subprocess.SubprocessError) as exc:

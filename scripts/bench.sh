@@ -7,6 +7,7 @@
 #                                         1,000 files and of 6,400 in 1,024 dirs, cp -r of 6,400 in 1,024
 #                                         dirs, mount start-up, daemon CPU and RSS; 3 runs
 #   ./scripts/bench.sh --peers obsfs,s3fs --runs 5 --osd-store memstore
+#   ./scripts/bench.sh --peers obsfs,obsfs-nokeeper --workloads write,read   what the keeper costs (#14.4)
 # Results: bench/results/<timestamp>.json and .png (git-ignored); the table, with the ratios of obsfs to
 # every peer and the targets of issue #16, is printed at the end.
 set -euo pipefail

@@ -13,9 +13,10 @@ import pytest
 
 from bench.attrs import FIELDS, LISTED, Attrs, mismatches, parse_ls
 from bench.layout import flat_names, leaf_dirs, tree_names
-from bench.metrics import BY_KEY, SDK, Results, ratio
+from bench.metrics import BY_KEY, SDK, WORKLOADS, Results, ratio
 from bench.profile import FULL, QUICK, Profile
 from bench.report import ratio_columns, table
+from bench.run import parse_args
 from bench.targets import TARGETS, judge
 
 PEERS = ["obsfs", "s3fs", "rclone", SDK]
@@ -159,3 +160,22 @@ def test_table_tells_wrong_attributes_from_failures_and_sdk_gaps() -> None:
     assert warm[header.index(SDK) - len(header)] == "n/a"  # no daemon, no CPU row for the SDK
     rm = row(text, BY_KEY["rm_tree_returned"].title(QUICK))
     assert rm[header.index("s3fs") - len(header)] == "n/a"  # not run, not failed
+
+
+def test_keeper_targets_judge_obsfs_against_itself_without_one() -> None:
+    """#14.4: the four throughputs of a mount with a keeper against one with ``-o nokeeper``."""
+    meds = {"obsfs": {"write_durable": 190.0, "read_cold": 300.0, "read_warm": 900.0, "cp_durable": 2.0},
+            "obsfs-nokeeper": {"write_durable": 200.0, "read_cold": 300.0, "read_warm": 1000.0, "cp_durable": 2.0}}
+    verdicts = {v.target.metric: v for v in judge(meds) if v.target.reference == "obsfs-nokeeper"}
+    assert {key: v.met for key, v in verdicts.items()} == {
+        "write_durable": True, "read_cold": True, "read_warm": False, "cp_durable": True}  # 0.95, 1, 0.9, 1
+    assert "#14.4 seq write 64 MiB, until durable: obsfs/obsfs-nokeeper at least 0.95x" in \
+        verdicts["write_durable"].line(QUICK)
+
+
+def test_workloads_pick_groups_and_refuse_unknown_ones() -> None:
+    args = parse_args(["--peers", "obsfs-nokeeper,obsfs", "--workloads", "read, write"])
+    assert (args.peers, args.workloads) == (["obsfs", "obsfs-nokeeper"], {"write", "read"})
+    assert parse_args([]).workloads == set(WORKLOADS) == {"write", "read", "ls", "rm_flat", "rm_tree", "tree"}
+    with pytest.raises(SystemExit):
+        parse_args(["--workloads", "write,seq"])
