@@ -31,7 +31,7 @@ from csi import mounterproto
 from csi.errors import CsiError, Internal, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from csi.mountinfo import MountEntry, read_mounts
 from obsfs.credentials import SECRET_ENV_NAMES
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -3,11 +3,14 @@
 ``obsfs BUCKET[:/PREFIX] MOUNTPOINT -o OPTS`` (no command) is ``obsfs mount``: that is how
 mount.fuse3 runs the helper of a ``fuse.obsfs`` fstab line or ``mount -t fuse.obsfs``.
 
-Without ``-f`` the command forks the daemon into its own session and returns 0 only once the
-daemon has proved the mount answers; any failure before that is printed as one line, with the
-exit code below. The fork comes after the imports, so the daemon costs no second interpreter
-start. Credentials never reach a daemon through argv or env: a daemon that has to start afresh
-(a keeper's, or one whose environment held keys) reads them from an inherited pipe.
+Without ``-f`` the command forks into its own session and returns 0 only once the daemon has
+proved the mount answers; any failure before that is printed as one line, with the exit code
+below. The forked child becomes the keeper (the default, ``docs/survival.md``), which starts the
+daemon as a fresh interpreter, or, with ``-o nokeeper``, the daemon itself. Either way the
+filesystem's modules (pyfuse3, trio, the SDK: about 0.5 s) are imported once, by the process that
+serves: this one imports only what deciding needs (``obsfs/runtime.py``). Credentials never
+reach a daemon through argv or env: a daemon that has to start afresh (a keeper's, or one whose
+environment held keys) reads them from an inherited pipe.
 
 Exit codes: 0 ok; 1 other failure; 2 bad usage, options, credentials file or mount point;
 3 credentials refused or access denied; 4 bucket does not exist; 5 endpoint unreachable.
@@ -27,9 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-import trio
-
-from obsfs import __version__, control, credentials
+from obsfs import __version__, credentials
 from obsfs.credentials import SECRET_ENV_NAMES, Credentials
 from obsfs.errors import (
     AccessDenied,
@@ -39,18 +40,17 @@ from obsfs.errors import (
     ObsfsError,
     TemporaryFailure,
 )
-from obsfs.malloc import one_arena
-from obsfs.mount import (
+from obsfs.options import join_option, parse_options, parse_source
+from obsfs.runtime import (
     MountSpec,
     check_mountpoint,
     keeper_mount_options,
+    keeper_wanted,
     remove_state,
-    serve,
     state_file,
     state_path,
     write_state,
 )
-from obsfs.options import join_option, parse_options, parse_source
 from obsfs.status import Report, render
 
 log = logging.getLogger("obsfs")
@@ -157,8 +157,8 @@ def mount(args: argparse.Namespace) -> int:
         pid, ready_r = fork_daemon(args)
         if pid:
             code = wait_for_daemon(pid, ready_r)
-            # This process has nothing to clean up, and the teardown of an interpreter with all
-            # the daemon's modules loaded (~70 ms) would delay the mount command's answer.
+            # This process has nothing to clean up: an interpreter's teardown would only delay
+            # the mount command's answer.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
@@ -166,7 +166,7 @@ def mount(args: argparse.Namespace) -> int:
 
 
 def run_daemon(args: argparse.Namespace, spec: MountSpec, creds: Credentials) -> int:
-    if spec.options.keeper and not args.keeper_socket:
+    if keeper_wanted(spec.options, args.foreground) and not args.keeper_socket:
         exec_keeper(args, spec, creds)
     if not args.foreground and SECRET_ENV_NAMES & os.environ.keys():
         # /proc/PID/environ shows the environment this process was exec'd with, whatever
@@ -221,6 +221,12 @@ def exec_keeper(args: argparse.Namespace, spec: MountSpec, creds: Credentials) -
 
 
 def run_foreground(spec: MountSpec, creds: Credentials, ready_fd: int | None) -> int:
+    # Imported only by the process that serves: see the module's docstring.
+    import trio
+
+    from obsfs.malloc import one_arena
+    from obsfs.mount import serve
+
     # Everything the daemon creates (cache dir, SQLite files, cached chunks, the log file) holds
     # file contents, keys or paths: private to its user, whatever umask it was started with.
     os.umask(0o077)
@@ -258,12 +264,12 @@ def run_foreground(spec: MountSpec, creds: Credentials, ready_fd: int | None) ->
 
 
 def fork_daemon(args: argparse.Namespace) -> tuple[int, int]:
-    """Fork the daemon, detached in its own session: in the parent, its pid and the read end of
-    its readiness pipe; in the child, 0 (``args`` then names the pipe's write end).
+    """Fork the keeper or the daemon, detached in its own session: in the parent, its pid and the
+    read end of its readiness pipe; in the child, 0 (``args`` then names the pipe's write end).
 
-    Forking here, with everything imported, is what makes a mount quick: the daemon needs no
-    interpreter start and no imports of its own. It is safe because nothing has started a thread
-    yet (no trio run, no SDK client): a fork copies only the calling thread.
+    Forking, not starting a program, is what makes a mount without a keeper quick: its daemon
+    needs no interpreter start of its own. It is safe because nothing has started a thread yet
+    (no trio run, no SDK client): a fork copies only the calling thread.
     """
     if threading.active_count() != 1:
         raise RuntimeError(f"obsfs mount cannot fork its daemon: threads are running ({threading.enumerate()})")
@@ -318,6 +324,8 @@ def _is_zombie(pid: int) -> bool:
 
 def show_status(mountpoint: str, as_json: bool) -> int:
     """Ask the mount's daemon for its report over its control socket, and print it."""
+    from obsfs import control  # it imports trio, which a mount must not load before it forks
+
     path = state_file(mountpoint, "control")
     try:
         body = control.fetch(str(path), "/status")

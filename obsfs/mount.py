@@ -17,9 +17,7 @@ import math
 import os
 import signal
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
@@ -43,46 +41,11 @@ from obsfs.metrics import Metrics
 from obsfs.options import METRICS_OFF, ListenAddress, MountOptions, default_owner
 from obsfs.readcache import ReadCache
 from obsfs.reader import CHUNK, ChunkReader
+from obsfs.runtime import MountSpec, fuse_options, state_path
 from obsfs.staging import StagingArea
 from obsfs.status import SHOWN_FILES, Report
 
 log = logging.getLogger(__name__)
-
-# Flags mount(8) understands that libfuse hands to the kernel. Not ``suid`` and ``dev``: libfuse
-# mounts nosuid,nodev unless told otherwise, and mount.fuse3 tells it so for every fstab line
-# that does not say nosuid,nodev. Modes and owners here come from object metadata that anyone
-# who may write to the bucket sets, so honouring them would let a bucket writer plant a
-# setuid-root program or a device node on this host.
-FUSE_KERNEL_FLAGS = {"nosuid", "nodev", "noexec", "exec", "noatime", "atime"}
-
-
-@dataclass(frozen=True)
-class MountSpec:
-    bucket: str
-    prefix: str
-    mountpoint: str
-    options: MountOptions
-    keeper_socket: str | None = None  # -o keeper: serve the connection this keeper holds
-
-
-def runtime_dir() -> Path:
-    """Where pid and status files live, so ``obsfs umount`` can find the daemon of a mount point."""
-    base = Path("/run/obsfs") if os.geteuid() == 0 else Path(tempfile.gettempdir()) / f"obsfs-{os.getuid()}"
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return base
-
-
-def state_file(mountpoint: str, suffix: str) -> Path:
-    """The pid or status file of the mount at ``mountpoint``, as a user names it."""
-    return state_path(os.path.realpath(mountpoint), suffix)
-
-
-def state_path(real_mountpoint: str, suffix: str) -> Path:
-    """The same for a mount point already resolved. The daemon must use this one: resolving
-    stats the mount point, which, once mounted, only the daemon's own thread can answer (with
-    ``attr_timeout=0`` the kernel asks every time, and the daemon would wait for itself)."""
-    digest = hashlib.sha256(real_mountpoint.encode()).hexdigest()[:16]
-    return runtime_dir() / f"{digest}.{suffix}"
 
 
 def default_cache_dir(spec: MountSpec) -> str:
@@ -128,25 +91,6 @@ def lock_cache_dir(cache_dir: Path) -> Iterator[None]:
         yield
 
 
-def check_mountpoint(path: str, allow_nonempty: bool) -> str:
-    """The mount point must be an existing, empty directory that is not already mounted."""
-    real = os.path.realpath(path)
-    try:
-        info = os.stat(real)
-    except FileNotFoundError:
-        raise ConfigError(f"mount point {path} does not exist; create it with: mkdir -p {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"mount point {path} is not usable: {exc.strerror} (a stale mount? "
-                          f"try: fusermount3 -u {path})") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"mount point {path} is not a directory")
-    if os.path.ismount(real):
-        raise ConfigError(f"{path} is already a mount point; unmount it first")
-    if not allow_nonempty and os.listdir(real):
-        raise ConfigError(f"mount point {path} is not empty (use -o nonempty to mount over it)")
-    return real
-
-
 def store_config(opts: MountOptions, creds: Credentials) -> StoreConfig:
     return StoreConfig(endpoint=opts.url, access_key=creds.access_key, secret_key=creds.secret_key,
                        region=opts.region, signature=opts.signature, path_style=opts.use_path_request_style,
@@ -165,28 +109,6 @@ def fs_config(opts: MountOptions) -> FsConfig:
         attr_timeout=opts.attr_timeout, negative_timeout=opts.negative_timeout,
         part_size=opts.multipart_size, parallel=opts.parallel_count, upload_workers=opts.upload_workers,
         upload_delay=opts.upload_delay, max_dirty=opts.max_dirty, hidden=frozenset(opts.hide))
-
-
-def fuse_options(spec: MountSpec) -> set[str]:
-    opts = spec.options
-    source = spec.bucket + (f":/{spec.prefix}" if spec.prefix else "")
-    fsname = opts.fsname or f"obsfs:{source}"
-    options = set(pyfuse3.default_options) | {f"fsname={fsname}", "subtype=obsfs", "default_permissions"}
-    if opts.allow_other:
-        options.add("allow_other")
-    if opts.ro:
-        options.add("ro")
-    options.update(flag for flag in opts.kernel_flags if flag in FUSE_KERNEL_FLAGS)
-    return options
-
-
-def keeper_mount_options(spec: MountSpec) -> list[str]:
-    """What the keeper gives fusermount3: the options libfuse would mount with, including the
-    flags it adds by itself (nosuid,nodev always, as ``FUSE_KERNEL_FLAGS`` explains; rw)."""
-    options = fuse_options(spec) | {"nosuid", "nodev"}
-    if not spec.options.ro:
-        options.add("rw")
-    return sorted(options)
 
 
 async def _signals(stop: Callable[[], None], hand_over: Callable[[], None] | None) -> None:
@@ -357,15 +279,3 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         return 1
     log.info("unmounted %s cleanly", spec.mountpoint)
     return 0
-
-
-def write_state(real_mountpoint: str, suffix: str, text: str) -> None:
-    path = state_path(real_mountpoint, suffix)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def remove_state(real_mountpoint: str, suffix: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        state_path(real_mountpoint, suffix).unlink()

@@ -16,7 +16,7 @@ from obsfs.errors import ConfigError
 
 # Plain mount(8) flags, as fstab, ``mount -t fuse.obsfs`` (through mount.fuse3) and kubelet pass
 # them. mount.fuse3 adds ``dev,suid`` to every mount that does not say ``nodev,nosuid``. The
-# FUSE ones of these go to the kernel (``mount.FUSE_KERNEL_FLAGS``); the rest are accepted and
+# FUSE ones of these go to the kernel (``runtime.FUSE_KERNEL_FLAGS``); the rest are accepted and
 # ignored, so that an fstab line written for any filesystem mounts. ``nosymfollow`` is not here:
 # libfuse 3.14 cannot set it, and a security flag silently dropped is worse than an error.
 KERNEL_FLAGS = {"rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime", "atime",
@@ -187,7 +187,9 @@ class MountOptions:
     fsname: str | None = None
     # Where Prometheus may scrape this mount (not served by default), or "off": no counting at all.
     metrics: ListenAddress | str | None = None
-    keeper: bool = False
+    # A keeper holds the FUSE connection, so that the daemon can die or be replaced under a live
+    # mount (docs/survival.md). None: yes, except in the foreground (``runtime.keeper_wanted``).
+    keeper: bool | None = None
     kernel_flags: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -249,6 +251,8 @@ def parse_options(option_strings: list[str]) -> MountOptions:
                 continue
             name, has_value, value = item.partition("=")
             name = ALIASES.get(name, name)
+            if not has_value and name.startswith("no") and PARSERS.get(name[2:]) is _bool:
+                name, has_value, value = name[2:], "=", "false"  # as mount(8)'s noatime: noNAME is NAME=false
             if name in KERNEL_FLAGS and not has_value:
                 if name != "rw":
                     opts.kernel_flags.append(name)

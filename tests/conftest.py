@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 
 from obsfs.backend.base import StoreConfig
-from obsfs.mount import runtime_dir
+from obsfs.runtime import runtime_dir
 from tests.mounting import Mount, Mounter, force_unmount, is_mounted, kill_daemon_of
 from tests.s3server import S3Server, start_moto, start_rgw, stop_rgw
 

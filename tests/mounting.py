@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.s3server import S3Server
 
 OBSFS = [sys.executable, "-m", "obsfs"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.mounting import OBSFS, Mounter, is_mounted, write_passwd
 from tests.s3server import S3Server, free_port
 
@@ -83,14 +83,28 @@ def daemon_pid(mountpoint: Path) -> int:
 
 
 def test_the_daemon_is_forked_not_started_again(mounter: Mounter, moto: S3Server, bucket: str) -> None:
-    """The daemon is ``obsfs mount`` itself, forked after its imports: it still runs the command
+    """Without a keeper, the daemon is ``obsfs mount`` itself, forked: it still runs the command
     line it was given. A second interpreter (the slow start) would need one of its own, with -f."""
-    mnt = mounter.mount(moto, bucket)
+    mnt = mounter.mount(moto, bucket, "nokeeper")
     argv = [*OBSFS, "mount", bucket, str(mnt.path)]
     for option in mnt.options:
         argv += ["-o", option]
     cmdline = Path(f"/proc/{daemon_pid(mnt.path)}/cmdline").read_bytes().split(b"\0")[:-1]
     assert [arg.decode() for arg in cmdline] == argv
+
+
+def test_mount_leaves_the_filesystem_to_the_process_that_serves(mounter: Mounter, moto: S3Server,
+                                                                bucket: str) -> None:
+    """A default mount runs three programs: ``obsfs mount``, the keeper and the daemon. Only the
+    daemon may import pyfuse3, trio and the SDK (half a second): were the command to import them
+    too, before it becomes the keeper, every mount would pay for them twice."""
+    result, _ = mounter.run(moto, bucket, None, env=dict(os.environ, PYTHONPROFILEIMPORTTIME="1"))
+    assert result.returncode == 0, result.stderr
+    # The keeper's and the daemon's stderr is /dev/null: what Python printed is the command's.
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "obsfs.cli" in imported
+    assert not {"pyfuse3", "trio", "obs", "obsfs.mount"} & imported
 
 
 def test_sigterm_flushes_unmounts_and_exits_zero(mounter: Mounter, moto: S3Server, bucket: str, s3: object) -> None:
@@ -119,10 +133,10 @@ def test_secrets_stay_out_of_argv_env_and_logs(mounter: Mounter, moto: S3Server,
     try:
         assert result.returncode == 0, result.stderr
         (target / "f").write_text("x")
-        pid = daemon_pid(target)
         secret = moto.secret_key.encode()
-        assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        assert secret not in Path(f"/proc/{pid}/environ").read_bytes()
+        for pid in (daemon_pid(target), int(state_file(str(target), "keeper").read_text())):
+            assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert secret not in Path(f"/proc/{pid}/environ").read_bytes()
     finally:
         assert subprocess.run([*OBSFS, "umount", str(target)]).returncode == 0
     assert moto.secret_key not in (tmp_path / "obsfs-env.log").read_text()

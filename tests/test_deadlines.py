@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.conftest import boto_client
 from tests.mounting import Mount, Mounter, fsync_tree
 from tests.s3server import S3Server

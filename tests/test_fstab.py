@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.mounting import OBSFS, force_unmount, is_mounted, kill_daemon_of, wait_for, write_passwd
 from tests.s3server import S3Server
 
@@ -147,7 +147,7 @@ def test_mount_all_from_fstab_then_umount(fstab: Fstab, s3: object) -> None:
     assert is_mounted(mnt)
     source, fstype, flags = mount_options(mnt)
     assert (source, fstype) == (fstab.bucket, "fuse.obsfs")  # as in fstab: what mount -a compares
-    assert {"nosuid", "nodev"} <= flags  # mount.fuse3 asked for dev,suid; see mount.FUSE_KERNEL_FLAGS
+    assert {"nosuid", "nodev"} <= flags  # mount.fuse3 asked for dev,suid; see runtime.FUSE_KERNEL_FLAGS
     data = os.urandom(3 << 20)
     (mnt / "f").write_bytes(data)
     again = run("mount", "-T", str(table), "-a", "-v")

@@ -1,5 +1,6 @@
-"""``-o keeper`` over real mounts: a daemon killed with SIGKILL is replaced under the same mount,
-a planned handover, and the keeper's end (``obsfs umount``, an unmount from outside).
+"""The keeper over real mounts: a daemon killed with SIGKILL is replaced under the same mount,
+a planned handover, and the keeper's end (``obsfs umount``, an unmount from outside). A mount has
+a keeper unless it says ``-o nokeeper`` (or runs in the foreground, ``-f``).
 
 The handover rests on libfuse 3.14 and pyfuse3 3.5 internals (``obsfs/handover.py``): the first
 test also checks the pinned versions and what the daemon holds after the swap, so that an upgrade
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pyfuse3
+import pytest
 
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.mounting import Mount, Mounter, is_mounted, wait_for
 from tests.s3server import S3Server
 from tests.test_writeback import stored
@@ -63,8 +65,8 @@ def _respawned(mnt: Mount, old: int) -> int:
 def test_internals_the_handover_rests_on(mounter: Mounter, moto: S3Server, bucket: str) -> None:
     """If this fails after an upgrade, read obsfs/handover.py before changing the pins."""
     assert pyfuse3.__version__ == "3.5.0"
-    plain = mounter.mount(moto, bucket)
-    mnt = mounter.mount(moto, bucket, "keeper", "cache_dir=" + str(mounter.tmp / "cache-keeper"))
+    plain = mounter.mount(moto, bucket, "nokeeper")
+    mnt = mounter.mount(moto, bucket, "cache_dir=" + str(mounter.tmp / "cache-keeper"))
     daemon, keeper = _pid(mnt, "pid"), _pid(mnt, "keeper")
     with open(f"/proc/{daemon}/maps") as stream:
         libfuse = {os.path.realpath(line.split()[-1]) for line in stream if "libfuse3" in line}
@@ -82,7 +84,8 @@ def test_internals_the_handover_rests_on(mounter: Mounter, moto: S3Server, bucke
 
 
 def test_kill_9_keeps_the_mount(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:
-    mnt = mounter.mount(moto, bucket, "keeper")
+    """The default mount: it has a keeper."""
+    mnt = mounter.mount(moto, bucket)
     (mnt.path / "dir").mkdir()
     (mnt.path / "dir" / "before").write_bytes(b"acknowledged before the kill")
     info, dev = _mountinfo(mnt.path), os.stat(mnt.path).st_dev
@@ -107,6 +110,18 @@ def test_kill_9_keeps_the_mount(mounter: Mounter, moto: S3Server, bucket: str, s
     assert not _alive(new) and not _alive(keeper)
     assert not state_file(str(mnt.path), "keeper").exists()
     assert not state_file(str(mnt.path), "sock").exists()
+
+
+def test_nokeeper_mount_dies_with_its_daemon(mounter: Mounter, moto: S3Server, bucket: str) -> None:
+    """``-o nokeeper``: the daemon holds the connection itself, and nothing restarts it."""
+    mnt = mounter.mount(moto, bucket, "nokeeper")
+    assert not state_file(str(mnt.path), "keeper").exists()
+    daemon = _pid(mnt, "pid")
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not _alive(daemon), "the daemon died")
+    with pytest.raises(OSError) as err:
+        os.statvfs(mnt.path)  # not stat: the kernel may answer that from its attribute cache
+    assert err.value.errno == errno.ENOTCONN
 
 
 def test_unmount_from_outside_ends_keeper_and_daemon(mounter: Mounter, moto: S3Server, bucket: str) -> None:

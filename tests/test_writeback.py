@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.conftest import boto_client
-from tests.mounting import Mount, Mounter, force_unmount, fsync_tree, is_mounted, wait_for
+from tests.mounting import Mount, Mounter, force_unmount, fsync_tree, is_mounted, kill_daemon_of, wait_for
 from tests.s3server import S3Server, start_moto
 
 # Uploads wait a minute: whatever the tests write stays dirty in the cache until they say so.
@@ -27,8 +27,10 @@ HOLD = "upload_delay=60"
 
 
 def kill_daemon(mnt: Mount) -> None:
+    """The mount crashes: its daemon, and its keeper, which would otherwise start the next daemon
+    and upload the journal itself; the next mount must find what the crash left."""
     pid = int(state_file(str(mnt.path), "pid").read_text())
-    os.kill(pid, signal.SIGKILL)
+    kill_daemon_of(mnt.path)
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.02)

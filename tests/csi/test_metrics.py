@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.csi.helpers import create_request
 from tests.csi.kubelet import NodeEnv, node_environment
 from tests.mounting import fsync_tree, kill_daemon_of, wait_for

@@ -20,7 +20,7 @@ import pytest
 from csi.mounter import SocketMounter
 from csi.mountinfo import read_mounts
 from csi.v1 import csi_pb2_grpc
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.csi.helpers import store_secrets
 from tests.csi.kubelet import (
     REPO,

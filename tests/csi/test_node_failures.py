@@ -19,7 +19,7 @@ import pytest
 
 from csi.mountinfo import mount_at, read_mounts
 from csi.v1 import csi_pb2, csi_pb2_grpc
-from obsfs.mount import state_file
+from obsfs.runtime import state_file
 from tests.conftest import boto_client
 from tests.csi.helpers import rpc_error, store_secrets
 from tests.csi.kubelet import Kubelet, NodeEnv, make_root, remove_root, start_plugin, stop, unmount_everything
@@ -32,14 +32,17 @@ def daemon_pid(staging: str) -> int:
 
 
 def kill_daemon(staging: str) -> None:
-    """SIGKILL the daemon of ``staging`` and wait until the kernel has finished it off (a zombie:
-    nobody reaps it here), so that the test sees the state after the crash, not during it."""
-    pid = daemon_pid(staging)
-    os.kill(pid, signal.SIGKILL)
+    """The volume's obsfs crashes: SIGKILL its keeper (which would start another daemon) and its
+    daemon, and wait until the kernel has finished both off (zombies: nobody reaps them here),
+    so that the test sees the state after the crash, not during it."""
+    pids = [int(state_file(staging, "keeper").read_text()), daemon_pid(staging)]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while _process_state(pid) not in (None, "Z"):
-        assert time.monotonic() < deadline, f"daemon {pid} survived SIGKILL"
-        time.sleep(0.01)
+    for pid in pids:
+        while _process_state(pid) not in (None, "Z"):
+            assert time.monotonic() < deadline, f"process {pid} survived SIGKILL"
+            time.sleep(0.01)
 
 
 def _process_state(pid: int) -> str | None:

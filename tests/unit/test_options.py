@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
+import pyfuse3
 import pytest
 
 from obsfs.errors import ConfigError
-from obsfs.mount import MountSpec, fuse_options
 from obsfs.options import (
     MountOptions,
     default_owner,
@@ -16,6 +16,7 @@ from obsfs.options import (
     parse_source,
     split_options,
 )
+from obsfs.runtime import MountSpec, fuse_options, keeper_wanted
 
 
 def test_defaults() -> None:
@@ -60,6 +61,34 @@ def test_aliases(text: str, field: str, value: object) -> None:
 ])
 def test_booleans(text: str, value: bool) -> None:
     assert parse_options([text]).ro is value
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("noro", False), ("ro,noro", False), ("nouse_path_request_style", False), ("nokeeper", False),
+])
+def test_no_prefix_turns_a_boolean_off(text: str, value: bool) -> None:
+    opts = parse_options([text])
+    assert getattr(opts, text.rsplit("no", 1)[1]) is value
+
+
+@pytest.mark.parametrize("text", ["nokeeper=1", "nourl", "nodbglevel", "nossl_verify"])
+def test_no_prefix_only_for_bare_booleans(text: str) -> None:
+    with pytest.raises(ConfigError, match="unknown mount option"):
+        parse_options([text])
+
+
+@pytest.mark.parametrize(("text", "foreground", "wanted"), [
+    ("", False, True), ("", True, False),  # -f: the process started serves, as s3fs -f does
+    ("keeper", True, True), ("nokeeper", False, False), ("keeper=off", False, False), ("keeper=0", False, False),
+])
+def test_keeper_is_the_default_except_in_the_foreground(text: str, foreground: bool, wanted: bool) -> None:
+    assert keeper_wanted(parse_options([text]), foreground) is wanted
+
+
+def test_fuse_options_include_pyfuse3_defaults() -> None:
+    """obsfs.runtime does not import pyfuse3 (a mount's command must not load it): it writes
+    pyfuse3's default options out, which must stay all of them."""
+    assert pyfuse3.default_options <= fuse_options(MountSpec("b", "", "/mnt", parse_options([])))
 
 
 @pytest.mark.parametrize(("text", "value"), [
