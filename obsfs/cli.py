@@ -356,7 +356,7 @@ def _wait_gone(pid: int, end: float) -> bool:
 
 def umount(mountpoint: str, timeout: float) -> int:
     """SIGTERM the daemon (it flushes, unmounts, exits) and wait; without a daemon, just unmount.
-    A keeper (``-o keeper``) exits once its daemon has: wait for it too."""
+    A keeper (the default) exits once its daemon has: wait for it too."""
     pid = _pid_in(state_file(mountpoint, "pid"))
     keeper = _pid_in(state_file(mountpoint, "keeper"))
     end = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""The daemon's side of ``-o keeper``: take over a FUSE connection that the keeper holds.
+"""The daemon's side of a keeper mount (the default): take over a FUSE connection that the keeper holds.
 
 libfuse will not serve before it has answered a FUSE_INIT, and the kernel sent that once, to the
 keeper. So the session starts on one end (``a``) of a private socket pair, given to libfuse as

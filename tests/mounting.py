@@ -60,7 +60,7 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60.0) ->
 
 
 def kill_daemon_of(path: Path) -> None:
-    """SIGKILL the daemon of a mount, and its keeper first (``-o keeper``), which would start
+    """SIGKILL the daemon of a mount, and its keeper first (the default), which would start
     another one."""
     for suffix in ("keeper", "pid"):
         try:

@@ -1,4 +1,4 @@
-"""Open fds and cached names across a ``kill -9`` of the daemon of a ``-o keeper`` mount (issue #14,
+"""Open fds and cached names across a ``kill -9`` of the daemon of a keeper mount (issue #14,
 item 2): inode numbers and file handles the kernel holds mean the same to the next daemon
 (obsfs/handletable.py, FsCore.revive_inode), and data written through an fd that is still open
 is kept. Mounted with ``attr_timeout=0`` so that every stat reaches the daemon and names the
