@@ -188,6 +188,8 @@ class MountOptions:
     # Where Prometheus may scrape this mount (not served by default), or "off": no counting at all.
     metrics: ListenAddress | str | None = None
     keeper: bool = False
+    # Keep an attribute index per directory in the bucket (obsfs/indexing.py, docs/posix.md).
+    attr_index: bool = False
     kernel_flags: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -210,6 +212,7 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "max_dirty": _size_mb, "drain_deadline": _float, "fsname": _str,
     "metrics": _metrics,
     "keeper": _bool,
+    "attr_index": _bool,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}
