@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stat
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from bench.metrics import BY_KEY, SDK, Results, ratio
 from bench.profile import FULL, QUICK, Profile
 from bench.report import ratio_columns, table
 from bench.targets import TARGETS, judge
+from bench.workloads import ls_long, write_owned
 
 PEERS = ["obsfs", "s3fs", "rclone", SDK]
 
@@ -97,8 +99,8 @@ def test_ratio_columns_put_the_first_peer_against_every_other() -> None:
 def measured() -> dict[str, dict[str, float]]:
     return {
         "obsfs": {"ls_cold": 2.0, "ls_warm": 1.5, "rm_flat_returned": 1.0, "tree_durable": 30.0,
-                  "mount_ready": 0.49, "rss_read": 90.0},
-        "s3fs": {"ls_cold": 6.0, "ls_warm": 0.7, "rm_flat_returned": 2.0},
+                  "mount_ready": 0.49, "rss_read": 90.0, "ls_own_cold": 1.0},
+        "s3fs": {"ls_cold": 6.0, "ls_warm": 0.7, "rm_flat_returned": 2.0, "ls_own_cold": 6.0},
         SDK: {"tree_durable": 24.0},
     }
 
@@ -114,6 +116,7 @@ def test_judge_gives_each_target_a_verdict() -> None:
     assert verdicts["tree_durable", SDK].met is True  # 24/30 = 0.8 >= 1/1.5
     assert (verdicts["mount_ready", None].value, verdicts["mount_ready", None].met) == (0.49, False)
     assert verdicts["rss_read", None].met is True
+    assert (verdicts["ls_own_cold", "s3fs"].value, verdicts["ls_own_cold", "s3fs"].met) == (6.0, True)
 
 
 def filled() -> Results:
@@ -136,6 +139,7 @@ def test_table_shows_values_ratios_and_targets() -> None:
     assert (cells["obsfs"], cells["s3fs"], cells["rclone"]) == ("2.00", "6.00", "n/a")
     assert (cells["obsfs/s3fs"], cells["obsfs/rclone"]) == ("3.00x", "-")
     assert "#16.1 ls -l 1000 objects, cold: obsfs/s3fs at least 1.50x: 3.00x, met" in text
+    assert "#16.2 ls -l 1000 objects obsfs wrote, cold: obsfs/s3fs at least 5.00x: 6.00x, met" in text
     assert "#16.6 mount until it answers (listing of its root): obsfs at most 0.3 s: 0.49 s, NOT MET" in text
 
 
@@ -159,3 +163,10 @@ def test_table_tells_wrong_attributes_from_failures_and_sdk_gaps() -> None:
     assert warm[header.index(SDK) - len(header)] == "n/a"  # no daemon, no CPU row for the SDK
     rm = row(text, BY_KEY["rm_tree_returned"].title(QUICK))
     assert rm[header.index("s3fs") - len(header)] == "n/a"  # not run, not failed
+
+
+def test_the_directory_obsfs_writes_for_ls_own_carries_the_listed_attributes(tmp_path: Path) -> None:
+    """What ``ls_own`` writes through the mount, written here to a local directory: ``ls -l``
+    must find LISTED on every file, as it then checks on each peer's mount."""
+    write_owned(tmp_path / "own", flat_names(5), LISTED)
+    ls_long(tmp_path / "own", 5, LISTED, FIELDS)
