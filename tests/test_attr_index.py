@@ -79,7 +79,7 @@ def test_a_cold_listing_of_what_obsfs_wrote_needs_no_head(mounter: Mounter, logg
     (first.path / "e" / "only").write_bytes(b"e")
     written = {name: shown(w / name) for name in os.listdir(w)}
     assert first.umount() == 0  # rewrites the pending indexes
-    entries = index_of(s3, "w")
+    entries = index_of_before = index_of(s3, "w")
     assert sorted(entries) == sorted(written)
     assert entries["f3"]["meta"]["mode"] == str(stat.S_IFREG | 0o603)
 
@@ -104,14 +104,17 @@ def test_a_cold_listing_of_what_obsfs_wrote_needs_no_head(mounter: Mounter, logg
         {n: v for n, v in written.items() if n not in ("f0", "f1")}
     assert stat.S_ISLNK(now["link"][0]) and stat.S_ISFIFO(now["fifo"][0])
 
-    # Changes made here reach the index: a chmod, a removal, a directory emptied.
+    # Changes made here reach the index: a chmod, a removal, a rename, a directory emptied.
     os.chmod(w / "f5", 0o700)
     os.unlink(w / "f6")
+    os.rename(w / "f7", w / "g7")
     os.unlink(second.path / "e" / "only")
     os.rmdir(second.path / "e")
     assert second.umount() == 0
     entries = index_of(s3, "w")
     assert "f6" not in entries and entries["f5"]["meta"]["mode"] == str(stat.S_IFREG | 0o700)
+    moved = {name: value for name, value in entries["g7"]["meta"].items() if name != "ctime"}  # a rename's ctime
+    assert "f7" not in entries and moved.items() <= index_of_before["f7"]["meta"].items()
     assert f"{INDEX_DIR}/e/index.json" not in keys(s3), "an index with no entry left is deleted"
 
 
