@@ -8,10 +8,11 @@ that shows a file with the same ETag, size and Last-Modified gets the entry as t
 and it goes through the same parser (``meta.parse_attrs``) as a real HEAD's answer.
 
 Why those three fields: a new body changes the ETag; a metadata-only change (s3fs's or obsfs's
-chmod, a COPY onto itself) keeps the ETag and size but gives a new Last-Modified. What the
-listing cannot tell apart is a change within the same second as the one recorded: a foreign chmod
-in the second the file was written, or a delete and re-create with the same bytes in that second.
-The metadata cache (metacache.py) already trusts the ETag alone, which is weaker.
+chmod, a COPY onto itself) keeps the ETag and size but gives a new Last-Modified, unless it comes
+within the same second. So a HEAD answer is recorded only once that second is over: the server's
+``Date`` on the answer is a later second than ``Last-Modified`` (``settled``; the server's clock,
+so no skew between hosts matters). Any change after such a HEAD has a later Last-Modified and no
+longer matches. (The metadata cache, metacache.py, trusts the ETag alone, which is weaker.)
 
 Anything this module cannot read (another format version, not JSON, wrong types) is no index at
 all, or no entry: the file is HEADed as without the option, never shown with a guessed mode.
@@ -19,6 +20,7 @@ all, or no entry: the file is HEADed as without the option, never shown with a g
 
 from __future__ import annotations
 
+import email.utils
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -51,6 +53,17 @@ def entry_of(info: ObjectInfo) -> IndexEntry | None:
         return None
     meta = {name: info.metadata[name] for name in ATTR_FIELDS if name in info.metadata}
     return IndexEntry(info.etag, info.size, int(info.last_modified), info.content_type, meta)
+
+
+def settled(info: ObjectInfo) -> bool | None:
+    """Whether the server answered this HEAD in a later second than the object's Last-Modified,
+    so that a change after it cannot show the same Last-Modified; None if the answer has no
+    usable ``Date`` (such an answer is never recorded)."""
+    try:
+        answered = email.utils.parsedate_to_datetime((info.metadata or {}).get("date", "")).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return int(answered) > int(info.last_modified)
 
 
 def as_headed(listed: ObjectInfo, entry: IndexEntry | None) -> ObjectInfo | None:

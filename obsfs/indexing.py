@@ -4,10 +4,10 @@ Writing. The store tells us every key this mount wrote or deleted (``AsyncStore.
 uploads, chmod/chown/utimens copies, symlinks, special files, renames, conflict copies, queued
 deletes, from the handlers and from the journal's recovery alike. Each directory that changed is
 rewritten at most once per ``upload_delay`` (more rarely while its rewrites are slow, see
-``SPACING``), as dirtimes.py does for directory times: the files written are HEADed (so an entry is
-what the store holds, never what we meant to write: a foreign write or chmod in between is
-recorded as it is), the current index is read, merged and written back, or deleted once it has no
-entry left. A directory whose marker we deleted (rmdir, rename) starts from an empty index.
+``SPACING``), as dirtimes.py does for directory times: the files written at least ``SETTLE`` ago
+are HEADed (so an entry is what the store holds, never what we meant to write: a foreign write or
+chmod in between is recorded as it is), the current index is read, merged and written back, or
+deleted once it has no entry left. A directory whose marker we deleted (rmdir, rename) starts from an empty index.
 
 Two mounts rewriting one index at once may lose each other's entries, and a kill -9 loses the
 rewrites still pending: both cost a HEAD in some later listing, never a wrong attribute, since a
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from obsfs.attrindex import CONTENT_TYPE, IndexEntry, as_headed, decode, encode, entry_of, index_key, place
+from obsfs.attrindex import CONTENT_TYPE, IndexEntry, as_headed, decode, encode, entry_of, index_key, place, settled
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
 from obsfs.dialects import Kind, object_kind
@@ -39,13 +39,17 @@ log = logging.getLogger(__name__)
 HEAD_WORKERS = 8  # threads HEADing a rewrite's files: fewer than a listing's, it is background work
 SPACING = 4.0  # a directory is rewritten at most every SPACING times its last rewrite took
 MAX_INDEX_BYTES = 64 << 20  # about 250,000 entries; a larger object is not read
+# A file is HEADed for its entry once this long after it was written: by then the second of its
+# Last-Modified is over on the server too, so the HEAD's answer is recorded (attrindex.settled).
+SETTLE = 1.05
+SETTLE_WAIT = 0.5  # unmount: seconds between rewrites while files wait for SETTLE
 
 
 @dataclass
 class _Changes:
     """What happened in one directory since its index was last rewritten."""
 
-    names: dict[str, bool] = field(default_factory=dict)  # name -> written (True) or deleted
+    names: dict[str, tuple[bool, float]] = field(default_factory=dict)  # name -> written (or deleted), when
     reset: bool = False  # its marker was deleted: what the stored index says is of a gone directory
 
 
@@ -107,12 +111,15 @@ class AttrIndex:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the nursery the rewrites and the index reads run in, until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for dir_key in list(self._changes):  # changed before we ran (the journal's recovery)
-                self._schedule(dir_key)
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for dir_key in list(self._changes):  # changed before we ran (the journal's recovery)
+                    self._schedule(dir_key)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None  # a closed nursery takes no task: later changes are only recorded
 
     def changed(self, key: str, exists: bool) -> None:
         """``key`` was written (``exists``) or deleted by this mount."""
@@ -124,7 +131,7 @@ class AttrIndex:
             return  # a directory marker written: its index lists the files in it, not itself
         changes = self._changes.setdefault(dir_key, _Changes())
         if name:
-            changes.names[name] = exists
+            changes.names[name] = (exists, trio.current_time())
         else:
             changes.reset = True
         self._schedule(dir_key)
@@ -170,7 +177,14 @@ class AttrIndex:
         try:
             async with lock:
                 changes = self._changes.pop(dir_key, None)
-                if changes is not None:
+                if changes is None:
+                    return
+                recent = trio.current_time() - SETTLE
+                young = {name: change for name, change in changes.names.items() if change[0] and change[1] > recent}
+                if young:  # left for the next rewrite
+                    self._changes[dir_key] = _Changes(young)
+                    changes.names = {name: change for name, change in changes.names.items() if name not in young}
+                if changes.names or changes.reset:
                     await self._merge(dir_key, changes)
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
@@ -180,11 +194,17 @@ class AttrIndex:
         headed: dict[str, IndexEntry | None] = {}
 
         def deliver(key: str, result: ObjectInfo | ObsfsError) -> None:
-            headed[key[len(dir_key):]] = entry_of(result) if isinstance(result, ObjectInfo) else None
+            name = key[len(dir_key):]
+            ripe = settled(result) if isinstance(result, ObjectInfo) else None
+            if ripe is False:
+                # Written in the second the server answered in: a chmod within that second would
+                # keep this Last-Modified. The next rewrite takes it; its old entry goes now.
+                self._changes.setdefault(dir_key, _Changes()).names.setdefault(name, (True, trio.current_time()))
+            headed[name] = entry_of(result) if ripe and isinstance(result, ObjectInfo) else None
 
         key = index_key(self.prefix, dir_key)
         try:
-            written = [dir_key + name for name, exists in changes.names.items() if exists]
+            written = [dir_key + name for name, (exists, _) in changes.names.items() if exists]
             if written:
                 await self.store.head_many(written, deliver, workers=HEAD_WORKERS)
             stored = {} if changes.reset else await self.load(dir_key)
@@ -204,7 +224,8 @@ class AttrIndex:
             log.info("attribute index of %r not written: %s", dir_key, exc)
 
     async def flush_all(self, deadline: float) -> None:
-        """Rewrite every changed directory now (unmount), within ``deadline`` seconds."""
+        """Rewrite every changed directory now (unmount), within ``deadline`` seconds; files
+        written in the last second are taken once it is over (``settled``)."""
         with trio.move_on_after(deadline):
             limiter = trio.CapacityLimiter(8)
 
@@ -212,6 +233,10 @@ class AttrIndex:
                 async with limiter:
                     await self._rewrite(dir_key)
 
-            async with trio.open_nursery() as nursery:
-                for dir_key in list(self._changes):
-                    nursery.start_soon(one, dir_key)
+            while True:
+                async with trio.open_nursery() as nursery:
+                    for dir_key in list(self._changes):
+                        nursery.start_soon(one, dir_key)
+                if not self._changes:
+                    return
+                await trio.sleep(SETTLE_WAIT)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from obsfs.attrindex import IndexEntry, as_headed, decode, encode, entry_of, index_key, place
+from obsfs.attrindex import IndexEntry, as_headed, decode, encode, entry_of, index_key, place, settled
 from obsfs.backend.base import ObjectInfo
 
 HEADED = ObjectInfo("pre/d/f", 5, "abc", 1_700_000_000.0, "text/plain",
@@ -33,6 +33,17 @@ def test_a_listing_uses_an_entry_only_for_the_same_etag_size_and_second() -> Non
                   ObjectInfo("pre/d/f", 5, "abc", 1_700_000_001.0)):
         assert as_headed(other, entry) is None, other
     assert as_headed(LISTED, None) is None
+
+
+def test_a_head_is_recorded_only_once_the_second_of_its_last_modified_is_over() -> None:
+    """A chmod in the same second would keep Last-Modified; the server's Date tells, whatever our clock says."""
+    def answered(date: str | None) -> ObjectInfo:
+        meta = dict(HEADED.metadata or {}) | ({"date": date} if date is not None else {})
+        return ObjectInfo("pre/d/f", 5, "abc", 1_700_000_000.0, "text/plain", meta)
+
+    assert settled(answered("Tue, 14 Nov 2023 22:13:21 GMT")) is True
+    assert settled(answered("Tue, 14 Nov 2023 22:13:20 GMT")) is False  # the second of 1_700_000_000
+    assert settled(answered(None)) is None and settled(answered("yesterday")) is None
 
 
 @pytest.mark.parametrize("data", [
