@@ -48,6 +48,8 @@ METRICS = [
     Metric("ls_warm", "ls -l {objects} objects, warm", "s", False, "ls"),
     Metric("ls_cpu", "ls -l {objects} objects, cold + warm", CPU, False, "ls"),
     Metric("ls_remount", "ls -l {objects} objects, remount, same cache dir", "s", False, "ls"),
+    Metric("ls_own_cold", "ls -l {objects} objects obsfs wrote, cold", "s", False, "ls_own"),
+    Metric("ls_own_cpu", "ls -l {objects} objects obsfs wrote, cold", CPU, False, "ls_own"),
     Metric("rm_flat_returned", "rm -r {rm_files} files in 1 dir, returned", "s", False, "rm_flat"),
     Metric("rm_flat_durable", "rm -r {rm_files} files in 1 dir, durable", "s", False, "rm_flat", sdk=True),
     Metric("rm_flat_cpu", "rm -r {rm_files} files in 1 dir, until durable", CPU, False, "rm_flat"),

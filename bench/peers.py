@@ -248,6 +248,14 @@ class RclonePeer(Peer):
         return first_line(["rclone", "version"])
 
 
+class ObsfsIndexedPeer(ObsfsPeer):
+    """obsfs with ``-o attr_index``: it writes the directory that every peer's ``ls_own`` lists,
+    and is the mount obsfs lists it with (#16.2). Not a peer of its own in the table."""
+
+    name = "obsfs-indexed"
+    extra_options = ",attr_index"
+
+
 class ObsfsUncountedPeer(ObsfsPeer):
     """obsfs with ``-o metrics=off``: what obsfs's metrics cost is its ratio to this one."""
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from bench.attrs import LISTED
 from bench.errors import BenchError, StoreError, WrongAnswer
 from bench.fixture import READ_KEY, Fixture, Sums, plant
+from bench.layout import flat_names
 from bench.metrics import SDK, Results
-from bench.peers import Mount, Peer
+from bench.peers import Mount, ObsfsIndexedPeer, ObsfsPeer, Peer
 from bench.procs import drop_caches
 from bench.workloads import (
     SDK_THREADS,
@@ -41,7 +42,9 @@ from bench.workloads import (
     wait_until,
     warm,
     write_file,
+    write_owned,
 )
+from obsfs.attrindex import INDEX_DIR
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class Session:
         self.run = run
         self.workloads = workloads  # the groups to run; the others' rows stay "n/a"
         self.peak_kib = 0
+        self._indexed: ObsfsIndexedPeer | None = None
 
     def attempt(self, peer: str, group: str, work: Callable[[], None]) -> None:
         """Run one group; a failure of the peer is recorded and the bench goes on with the next group."""
@@ -173,6 +177,7 @@ class Session:
         self.attempt(peer.name, "write", lambda: self.fuse_writes(peer))
         self.attempt(peer.name, "read", lambda: self.fuse_reads(peer))
         self.attempt(peer.name, "ls", lambda: self.fuse_ls(peer))
+        self.attempt(peer.name, "ls_own", lambda: self.fuse_ls_own(peer))
         self.attempt(peer.name, "rm_flat", lambda: self.remove(peer, "rm_flat", self.fx.rm_flat))
         self.attempt(peer.name, "rm_tree", lambda: self.remove(peer, "rm_tree", self.fx.rm_tree))
         self.attempt(peer.name, "tree", lambda: self.fuse_tree(peer))
@@ -244,6 +249,39 @@ class Session:
             self.results.add(name, "ls_remount", remount)
         log.info("%s run %d: ls -l cold %.2f s, warm %.2f s (daemon CPU %.2f s), after a remount %.2f s", name,
                  self.run, cold, warm_s, cpu, remount)
+
+    def indexed(self, like: Peer) -> ObsfsIndexedPeer:
+        """The obsfs with ``-o attr_index`` that writes the ``ls_own`` directory (one for the bench)."""
+        if self._indexed is None:
+            self._indexed = ObsfsIndexedPeer(like.endpoint, like.bucket, like.workdir, like.hang_guard)
+        return self._indexed
+
+    def fuse_ls_own(self, peer: Peer) -> None:
+        """Issue #16.2: cold ``ls -l`` of a directory that obsfs wrote (``-o attr_index``, files
+        with LISTED's attributes set before close), by ``peer`` on a fresh mount; obsfs lists it
+        with the option too. s3fs and rclone see the same objects as in any tree obsfs wrote."""
+        name, count = peer.name, self.fx.profile.ls_objects
+        prefix = self.prefix("lsown", name)
+        writer = self.indexed(peer)
+        try:
+            with writer.mounted() as mount:
+                start = time.perf_counter()
+                write_owned(mount.path / prefix.rstrip("/"), flat_names(count), LISTED)
+                writer.unmount(mount)  # uploads, then writes the index
+                log.info("%s run %d: %d files written through obsfs with attr_index in %.1f s", name, self.run,
+                         count, time.perf_counter() - start)
+            lister = writer if isinstance(peer, ObsfsPeer) else peer
+            with lister.mounted() as mount:
+                drop_caches()
+                before = mount.cpu()
+                cold = ls_long(mount.path / prefix.rstrip("/"), count, LISTED, peer.honors)
+                cpu = mount.cpu() - before
+            self.results.add(name, "ls_own_cold", cold)
+            self.results.add(name, "ls_own_cpu", cpu)
+            log.info("%s run %d: ls -l of what obsfs wrote, cold %.2f s (daemon CPU %.2f s)", name, self.run,
+                     cold, cpu)
+        finally:
+            self.cleanup(prefix, f"{INDEX_DIR}/{prefix}")
 
     def fuse_tree(self, peer: Peer) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -121,6 +122,22 @@ def run_tool(argv: list[str]) -> tuple[float, str]:
     if result.returncode != 0:
         raise BenchError(f"{' '.join(argv)} exited with {result.returncode}: {result.stderr.strip()[-800:]}")
     return elapsed, result.stdout
+
+
+def write_owned(directory: Path, names: list[str], attrs: Attrs) -> None:
+    """Create ``directory`` and files carrying ``attrs`` in it, as a program that sets them on the
+    open file before close (cp -p, tar): a mount can then store each file with its attributes at once."""
+    directory.mkdir()
+    body = b"o" * attrs.size
+    for name in names:
+        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, body)
+            os.fchmod(fd, stat.S_IMODE(attrs.mode))
+            os.fchown(fd, attrs.uid, attrs.gid)
+            os.utime(fd, (attrs.mtime, attrs.mtime))
+        finally:
+            os.close(fd)
 
 
 def ls_long(path: Path, expected: int, want: Attrs, fields: frozenset[str]) -> float:

@@ -24,6 +24,7 @@ import pyfuse3
 import trio
 
 from obsfs import control
+from obsfs.attrindex import INDEX_DIR
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import StoreConfig
 from obsfs.backend.obs import ObsStore
@@ -31,6 +32,7 @@ from obsfs.credentials import Credentials
 from obsfs.errors import ConfigError
 from obsfs.fs import Filesystem, FsConfig
 from obsfs.handover import KeeperSession, kernel_session
+from obsfs.indexing import AttrIndex
 from obsfs.inodemap import InodeMap
 from obsfs.journal import Journal
 from obsfs.keeper import EXIT_HANDOVER
@@ -108,7 +110,8 @@ def fs_config(opts: MountOptions) -> FsConfig:
         stat_cache_size=opts.max_stat_cache_size, entry_timeout=opts.entry_timeout,
         attr_timeout=opts.attr_timeout, negative_timeout=opts.negative_timeout,
         part_size=opts.multipart_size, parallel=opts.parallel_count, upload_workers=opts.upload_workers,
-        upload_delay=opts.upload_delay, max_dirty=opts.max_dirty, hidden=frozenset(opts.hide))
+        upload_delay=opts.upload_delay, max_dirty=opts.max_dirty,
+        hidden=frozenset(opts.hide) | {INDEX_DIR})  # the index's place is reserved with or without attr_index
 
 
 async def _signals(stop: Callable[[], None], hand_over: Callable[[], None] | None) -> None:
@@ -207,6 +210,9 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         reader = ChunkReader(astore, read_cache, opts.read_memory)
         fs = Filesystem(astore, layout, staging, journal, reader, meta_cache, inode_map, fs_config(opts),
                         metrics, session=kernel_session() if spec.keeper_socket else "")
+        if opts.attr_index:
+            fs.attr_index = AttrIndex(astore, layout.prefix, defaults=fs.config.defaults, meta_cache=meta_cache,
+                                      delay=opts.upload_delay, hidden=fs.config.hidden)
         watch(metrics, fs, read_cache)
         routes = control.Routes(metrics=metrics.exposition,
                                 status=lambda: status_json(spec, metrics, fs, read_cache))
@@ -244,6 +250,8 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
         try:
             async with trio.open_nursery() as nursery:
                 fs.nursery = reader.nursery = nursery
+                if fs.attr_index is not None:
+                    await nursery.start(fs.attr_index.run)
                 await nursery.start(fs.writeback.run)
                 await nursery.start(fs.deletes.run)
                 await nursery.start(control.serve, listen, routes)
@@ -267,6 +275,8 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
                 # Still inside the nursery: the upload workers must run for the drain.
                 with trio.CancelScope(shield=True):
                     failed = await fs.flush_all(max(0.0, serving.deadline - trio.current_time()))
+                    if fs.attr_index is not None:  # after the deletes, which change indexes too
+                        await fs.attr_index.flush_all(max(0.0, serving.deadline - trio.current_time()))
                 # Past the deadline: uploads still in flight are let go of, so that cancelling
                 # the workers does not wait for their socket timeouts. The journal has the data.
                 astore.stop_writing()

@@ -190,6 +190,8 @@ class MountOptions:
     # A keeper holds the FUSE connection, so that the daemon can die or be replaced under a live
     # mount (docs/survival.md). None: yes, except in the foreground (``runtime.keeper_wanted``).
     keeper: bool | None = None
+    # Keep an attribute index per directory in the bucket (obsfs/indexing.py, docs/posix.md).
+    attr_index: bool = False
     kernel_flags: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -212,6 +214,7 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
     "max_dirty": _size_mb, "drain_deadline": _float, "fsname": _str,
     "metrics": _metrics,
     "keeper": _bool,
+    "attr_index": _bool,
 }
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}

@@ -84,6 +84,20 @@ def test_obsfs_writes_s3fs_reads(s3fs: S3fs, mounter: Mounter, moto: S3Server, b
     assert describe(theirs / "tree") == describe(source)
 
 
+def test_s3fs_sees_the_attribute_index_as_one_directory_at_the_root(s3fs: S3fs, mounter: Mounter, moto: S3Server,
+                                                                    bucket: str, source: Path) -> None:
+    """What ``-o attr_index`` changes for s3fs users (docs/posix.md): a ``.obsfs-index`` directory
+    at the root, holding an ``index.json`` per directory written; the tree itself is unchanged."""
+    ours = mounter.mount(moto, bucket, "attr_index")
+    subprocess.run(["cp", "-a", str(source), str(ours.path / "tree")], check=True)
+    assert ours.umount() == 0
+    theirs = s3fs.mount(bucket)
+    assert sorted(os.listdir(theirs)) == [".obsfs-index", "tree"]
+    assert os.listdir(theirs / ".obsfs-index") == ["tree"]
+    assert "index.json" in os.listdir(theirs / ".obsfs-index" / "tree")
+    assert describe(theirs / "tree") == describe(source)
+
+
 def test_special_files_both_ways(s3fs: S3fs, mounter: Mounter, moto: S3Server, bucket: str) -> None:
     """s3fs 1.90 stores a FIFO, device or socket as an empty object with its type in ``mode`` and
     keeps no device number; obsfs adds an ``rdev`` field, which s3fs's copies carry along."""

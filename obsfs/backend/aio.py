@@ -62,6 +62,13 @@ class AsyncStore:
         self._write_threads = trio.CapacityLimiter(math.inf)  # bounded by the tokens taken before
         self._stopped = False
         self.multi_delete = True  # until the store says it has no multi-object delete
+        # Told of each key this mount wrote (True) or deleted (False), once the store confirmed
+        # it: the attribute index (obsfs/indexing.py) follows what changed without hooks in the handlers.
+        self.on_change: Callable[[str, bool], None] | None = None
+
+    def _changed(self, key: str, exists: bool) -> None:
+        if self.on_change is not None:
+            self.on_change(key, exists)
 
     async def _run(self, what: str, fn: Callable[[], T], *, data: bool = False, write: bool = False,
                    until: float | None = None) -> T:
@@ -179,14 +186,18 @@ class AsyncStore:
 
     async def put_file(self, key: str, path: str, *, metadata: Mapping[str, str], content_type: str,
                        if_match: str | None = None, if_none_match: bool = False) -> str:
-        return await self._run(f"PUT {key}", functools.partial(
+        etag = await self._run(f"PUT {key}", functools.partial(
             self.store.put_file, key, path, metadata=metadata, content_type=content_type,
             if_match=if_match, if_none_match=if_none_match), data=True, write=True)
+        self._changed(key, True)
+        return etag
 
     async def put_bytes(self, key: str, data: bytes, *, metadata: Mapping[str, str],
                         content_type: str) -> str:
-        return await self._run(f"PUT {key}", functools.partial(
+        etag = await self._run(f"PUT {key}", functools.partial(
             self.store.put_bytes, key, data, metadata=metadata, content_type=content_type), write=True)
+        self._changed(key, True)
+        return etag
 
     async def initiate_multipart(self, key: str, *, metadata: Mapping[str, str], content_type: str) -> str:
         return await self._run(f"initiate multipart {key}", functools.partial(
@@ -203,6 +214,7 @@ class AsyncStore:
         await self._run(f"complete multipart {key}", functools.partial(
             self.store.complete_multipart, key, upload_id, parts, if_match=if_match, if_none_match=if_none_match),
             write=True)
+        self._changed(key, True)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._run(f"abort multipart {key}", functools.partial(
@@ -213,9 +225,11 @@ class AsyncStore:
         await self._run(f"COPY {src_key}", functools.partial(
             self.store.copy, src_key, dst_key, metadata=metadata, content_type=content_type, size=size),
             write=True)
+        self._changed(dst_key, True)
 
     async def delete(self, key: str) -> None:
         await self._run(f"DELETE {key}", functools.partial(self.store.delete, key), write=True)
+        self._changed(key, False)
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         """Multi-object DELETEs of up to 1,000 keys each; on a store that has none (HTTP 501),
@@ -225,6 +239,8 @@ class AsyncStore:
             try:
                 await self._run(f"DELETE {len(keys)} keys", functools.partial(self.store.delete_many, keys),
                                 write=True)
+                for key in keys:
+                    self._changed(key, False)
                 return
             except NotSupported as exc:
                 log.warning("the store has no multi-object delete (%s); deleting one key at a time", exc)

@@ -24,6 +24,7 @@ from obsfs.dirtimes import DirTimes
 from obsfs.errors import NotFound, ObsfsError, TemporaryFailure, first_error
 from obsfs.fs.boundary import FsError, ReadOnly
 from obsfs.handletable import HandleTable, StagedRow
+from obsfs.indexing import AttrIndex
 from obsfs.inodemap import InodeMap
 from obsfs.inodes import ROOT_INO, Entry, InodeTable, Node
 from obsfs.journal import Journal
@@ -128,6 +129,7 @@ class FsCore(pyfuse3.Operations):
         # Keys removed here whose DELETE is queued: the store still lists them, we must not.
         self.deletes = DeleteQueue(store.delete_many, journal, delay=config.upload_delay, metrics=self.metrics)
         self.nursery: trio.Nursery | None = None  # set by mount.py; background prefetches run here
+        self.attr_index: AttrIndex | None = None  # set by mount.py with -o attr_index
 
     def _root_entry(self) -> Entry:
         d = self.config.defaults

@@ -42,11 +42,14 @@ class Listing(Attributes):
         prefixes: list[str] = []
         known: dict[str, tuple[Attrs, str | None]] = {}
         marker: str | None = None
+        index = self.attr_index.reading(prefix) if self.attr_index is not None else None  # a GET, alongside
         with self.deletes.listing() as removed:
             while True:
                 page = await self.store.list(prefix=prefix, delimiter="/", marker=marker)
                 # Attributes HEADed before (this mount or an earlier one) for the same ETag.
                 known.update(self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag))
+                if index is not None:  # and those the directory's attribute index vouches for
+                    known.update(await index.known(page.objects))
                 for info in page.objects:
                     name = listed_name(prefix, info.key)  # None: the directory's own marker, or a key we cannot show
                     if name is not None and not removed(info.key):  # not removed here meanwhile

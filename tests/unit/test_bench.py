@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stat
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from bench.profile import FULL, QUICK, Profile
 from bench.report import ratio_columns, table
 from bench.run import parse_args
 from bench.targets import TARGETS, judge
+from bench.workloads import ls_long, write_owned
 
 PEERS = ["obsfs", "s3fs", "rclone", SDK]
 
@@ -98,8 +100,8 @@ def test_ratio_columns_put_the_first_peer_against_every_other() -> None:
 def measured() -> dict[str, dict[str, float]]:
     return {
         "obsfs": {"ls_cold": 2.0, "ls_warm": 1.5, "rm_flat_returned": 1.0, "tree_durable": 30.0,
-                  "mount_ready": 0.49, "rss_read": 90.0},
-        "s3fs": {"ls_cold": 6.0, "ls_warm": 0.7, "rm_flat_returned": 2.0},
+                  "mount_ready": 0.49, "rss_read": 90.0, "ls_own_cold": 1.0},
+        "s3fs": {"ls_cold": 6.0, "ls_warm": 0.7, "rm_flat_returned": 2.0, "ls_own_cold": 6.0},
         SDK: {"tree_durable": 24.0},
     }
 
@@ -115,6 +117,7 @@ def test_judge_gives_each_target_a_verdict() -> None:
     assert verdicts["tree_durable", SDK].met is True  # 24/30 = 0.8 >= 1/1.5
     assert (verdicts["mount_ready", None].value, verdicts["mount_ready", None].met) == (0.49, False)
     assert verdicts["rss_read", None].met is True
+    assert (verdicts["ls_own_cold", "s3fs"].value, verdicts["ls_own_cold", "s3fs"].met) == (6.0, True)
 
 
 def filled() -> Results:
@@ -137,6 +140,7 @@ def test_table_shows_values_ratios_and_targets() -> None:
     assert (cells["obsfs"], cells["s3fs"], cells["rclone"]) == ("2.00", "6.00", "n/a")
     assert (cells["obsfs/s3fs"], cells["obsfs/rclone"]) == ("3.00x", "-")
     assert "#16.1 ls -l 1000 objects, cold: obsfs/s3fs at least 1.50x: 3.00x, met" in text
+    assert "#16.2 ls -l 1000 objects obsfs wrote, cold: obsfs/s3fs at least 5.00x: 6.00x, met" in text
     assert "#16.6 mount until it answers (listing of its root): obsfs at most 0.3 s: 0.49 s, NOT MET" in text
 
 
@@ -176,6 +180,12 @@ def test_keeper_targets_judge_obsfs_against_itself_without_one() -> None:
 def test_workloads_pick_groups_and_refuse_unknown_ones() -> None:
     args = parse_args(["--peers", "obsfs-nokeeper,obsfs", "--workloads", "read, write"])
     assert (args.peers, args.workloads) == (["obsfs", "obsfs-nokeeper"], {"write", "read"})
-    assert parse_args([]).workloads == set(WORKLOADS) == {"write", "read", "ls", "rm_flat", "rm_tree", "tree"}
+    assert parse_args([]).workloads == set(WORKLOADS) == {"write", "read", "ls", "ls_own", "rm_flat", "rm_tree", "tree"}
     with pytest.raises(SystemExit):
         parse_args(["--workloads", "write,seq"])
+
+def test_the_directory_obsfs_writes_for_ls_own_carries_the_listed_attributes(tmp_path: Path) -> None:
+    """What ``ls_own`` writes through the mount, written here to a local directory: ``ls -l``
+    must find LISTED on every file, as it then checks on each peer's mount."""
+    write_owned(tmp_path / "own", flat_names(5), LISTED)
+    ls_long(tmp_path / "own", 5, LISTED, FIELDS)
