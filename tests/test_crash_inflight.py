@@ -19,18 +19,20 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.gate import Held, Hold
-from tests.mounting import Mount, Mounter, wait_for
+from tests.mounting import Mount, Mounter, fsync_dir, fsync_tree, wait_for
 from tests.s3server import S3Server
 from tests.test_keeper import _mountinfo, _pid
 from tests.test_survival import _kill_daemon
 
-# A held request must outlast the test's steps, not the SDK's timeouts (the Mounter's are short).
-OPTIONS = "keeper,readwrite_timeout=60,deadline=120"
+# A held request must outlast the test's steps, not the SDK's timeouts (the Mounter's are short);
+# written files stay unsent until the test fsyncs them.
+OPTIONS = "keeper,readwrite_timeout=60,deadline=120,upload_delay=600"
 
 APP = r"""
 import ctypes, errno, hashlib, os, signal, sys
@@ -64,7 +66,16 @@ class App:
     proc: subprocess.Popen[str]
     lines: queue.Queue[str] = dataclasses.field(default_factory=queue.Queue)
 
-    def _read(self) -> None:
+    @classmethod
+    def start(cls, op: str, *paths: Path) -> App:
+        app = cls(subprocess.Popen([sys.executable, "-c", APP, op, *map(str, paths)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True))
+        threading.Thread(target=app._relay, daemon=True).start()
+        assert app.outcome() == "ready"
+        return app
+
+    def _relay(self) -> None:
+        """Lines into a queue, so that a test waits for one with a timeout (a hang fails)."""
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.put(line.strip())
@@ -104,11 +115,9 @@ class Rig:
     apps: list[App] = dataclasses.field(default_factory=list)
 
     def app(self, op: str, *paths: str) -> App:
-        argv = [sys.executable, "-c", APP, op, *(str(self.mnt.path / p) for p in paths)]
-        app = App(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        """An app making ``op`` on these paths below the mount."""
+        app = App.start(op, *(self.mnt.path / p for p in paths))
         self.apps.append(app)
-        threading.Thread(target=app._read, daemon=True).start()
-        assert app.outcome() == "ready"
         return app
 
     def hold(self, method: str, keys: str, count: int = 1) -> Held:
@@ -159,12 +168,24 @@ def test_requests_in_flight_at_a_kill(rig: Rig, s3: Any) -> None:
       POSIX says for that (EEXIST or success). No inode number was handed out for either.
     - a rename of a stored file, a copy and then a delete, killed between the two: both names
       exist (as after any interrupted rename on an object store); the retry completes it.
+
+    And a rename of data not uploaded yet, over an older version in the store, answered before
+    the kill: it sent nothing to the store (the old key's delete is journaled), so the next
+    daemon shows the new name only. (It used to wait for a DELETE of the old key; killed then,
+    the old version reappeared under the old name, and the retried rename copied it over the
+    data the application had written.)
     """
     mnt = rig.mnt
     data = {name: os.urandom(1 << 20) for name in ("f1", "f2")}
-    for key, body in [*data.items(), ("r/a", b"contents"), ("m1/", b""), ("m2/", b"")]:
+    for key, body in [*data.items(), ("r/a", b"contents"), ("m1/", b""), ("m2/", b""), ("u/a", b"old")]:
         s3.put_object(Bucket=rig.bucket, Key=key, Body=body)
     info, dev = _mountinfo(mnt.path), os.stat(mnt.path).st_dev
+    (mnt.path / "u" / "a").write_bytes(b"new")  # acknowledged at close, not uploaded (upload_delay)
+    owed = rig.hold("DELETE", "u/a")
+    unsent = rig.app("rename", "u/a", "u/b")
+    wait_for(lambda: owed.arrived.is_set() or not unsent.lines.empty(), "the rename answered or sent a DELETE")
+    assert not owed.arrived.is_set(), "the rename of unsent data waited for the store"
+    assert unsent.outcome() == "ok"
     held = {"reads": rig.hold("GET", "f[12]", count=2), "made": rig.hold("PUT", "m1/d/"),
             "lost": rig.hold("PUT", "m2/d/"), "moved": rig.hold("DELETE", "r/a")}
     buffered, direct = rig.app("read", "f1"), rig.app("read-direct", "f2")
@@ -175,7 +196,8 @@ def test_requests_in_flight_at_a_kill(rig: Rig, s3: Any) -> None:
     for name, h in held.items():
         h.release(to_store=name == "made")
 
-    assert _keys(s3, rig.bucket) == ["f1", "f2", "m1/", "m1/d/", "m2/", "r/a", "r/b"]
+    # (u/ is left out: the next daemon replays the journal, u/a's delete and u/b's upload, now.)
+    assert [k for k in _keys(s3, rig.bucket) if k[:2] != "u/"] == ["f1", "f2", "m1/", "m1/d/", "m2/", "r/a", "r/b"]
     assert not {"m1/d", "m2/d"} & rig.numbered()
     # Asked before any listing, while the kernel may still hold the negative entry of its LOOKUP
     # before the MKDIR: then the daemon, not the kernel, finds the directory that was made.
@@ -187,7 +209,11 @@ def test_requests_in_flight_at_a_kill(rig: Rig, s3: Any) -> None:
     assert moved.again() == "ok"
     assert os.listdir(mnt.path / "r") == ["b"] and (mnt.path / "r" / "b").read_bytes() == b"contents"
     assert (buffered.outcome(), direct.again()) == (_ok(data["f1"]), _ok(data["f2"]))
-    assert _keys(s3, rig.bucket) == ["f1", "f2", "m1/", "m1/d/", "m2/", "m2/d/", "r/b"]
+    assert os.listdir(mnt.path / "u") == ["b"] and (mnt.path / "u" / "b").read_bytes() == b"new"
+    fsync_tree(mnt.path / "u")
+    fsync_dir(mnt.path / "u")
+    assert _keys(s3, rig.bucket) == ["f1", "f2", "m1/", "m1/d/", "m2/", "m2/d/", "r/b", "u/b"]
+    assert s3.get_object(Bucket=rig.bucket, Key="u/b")["Body"].read() == b"new"
     assert _mountinfo(mnt.path) == info and os.stat(mnt.path).st_dev == dev
 
 
