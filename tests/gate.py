@@ -12,11 +12,15 @@ and everything else still waits: the second complete then lands after that look,
 first writer's next request.
 
 ``KeepAliveProxy`` keeps its clients' connections open, and closes them where a test wants.
+
+``Hold`` keeps chosen requests from the server until the test decides their fate, so that the
+daemon is known to be inside the requests that sent them (a crash or a signal then hits it there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -28,9 +32,12 @@ class Request:
     body: bytes
 
     @property
+    def line(self) -> bytes:
+        return self.head.split(b"\r\n", 1)[0]
+
+    @property
     def is_complete(self) -> bool:
-        line = self.head.split(b"\r\n", 1)[0]
-        return line.startswith(b"POST ") and b"uploadId=" in line
+        return self.line.startswith(b"POST ") and b"uploadId=" in self.line
 
     @property
     def is_head(self) -> bool:
@@ -131,6 +138,77 @@ class Gate(Listener):
                 self._cond.notify_all()
 
 
+@dataclass
+class Held:
+    """The first ``count`` requests whose request line matches ``pattern``: they wait (``arrived``
+    is set once all have come) until ``release``. ``release(to_store=True)`` forwards them, so the
+    store acts on them even if their sender is gone by then (an answer goes to whoever still
+    listens); ``to_store=False`` closes their connections unanswered, so the store never sees
+    them. Either way ``release`` returns once that is done. Later matches pass, so a retry is not
+    held."""
+
+    pattern: re.Pattern[bytes]
+    count: int
+    arrived: threading.Event = field(default_factory=threading.Event)
+    taken: int = 0  # guarded by the Hold's lock
+    _decided: threading.Event = field(default_factory=threading.Event)
+    _to_store: bool = False
+    _settled: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+
+    def release(self, *, to_store: bool) -> None:
+        assert self.arrived.is_set(), "not everything to hold has arrived"
+        self._to_store = to_store
+        self._decided.set()
+        for _ in range(self.count):
+            assert self._settled.acquire(timeout=60), "a held request was not settled"
+
+    def settle(self, client: socket.socket, request: Request, port: int) -> None:
+        try:
+            if self._decided.wait(60) and self._to_store:
+                answer = answer_of(request, port)
+                with contextlib.suppress(OSError):  # its sender may be dead: the point of the test
+                    client.sendall(with_answer_connection(answer, b"close"))
+        finally:
+            self._settled.release()
+
+
+@dataclass
+class Hold(Listener):
+    """Forwards every request as ``Gate`` does (one per connection), except those a ``Held``
+    asked for with ``hold``: the test decides their fate."""
+
+    _holds: list[Held] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, pattern: bytes, count: int = 1) -> Held:
+        held = Held(re.compile(pattern), count)
+        with self._lock:
+            self._holds.append(held)
+        return held
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            request = read_request(client)
+            if request is None:
+                return
+            held = self._taker(request)
+            if held is None:
+                forward(client, request, self.upstream_port)
+            else:
+                held.settle(client, request, self.upstream_port)
+
+    def _taker(self, request: Request) -> Held | None:
+        """The Held that takes this request, if any."""
+        with self._lock:
+            for held in self._holds:
+                if held.taken < held.count and held.pattern.match(request.line):
+                    held.taken += 1
+                    if held.taken == held.count:
+                        held.arrived.set()
+                    return held
+        return None
+
+
 def read_request(sock: socket.socket) -> Request | None:
     data = b""
     while b"\r\n\r\n" not in data:
@@ -180,7 +258,7 @@ class KeepAliveProxy(Listener):
         with client:
             while request := read_request(client):
                 with self._lock:
-                    self.requests.append(request.head.split(b"\r\n", 1)[0])
+                    self.requests.append(request.line)
                     number = len(self.requests)
                 if number in self.drop:
                     return

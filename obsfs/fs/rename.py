@@ -99,7 +99,10 @@ class Renames(Namespace):
 
     async def _rename_unsent(self, node: Node, old: str, new: str, base: str | None) -> None:
         """Data not yet in the store moves locally and is uploaded once, under the new name,
-        conditional on ``base``, the object it replaces there."""
+        conditional on ``base``, the object it replaces there. The old key's delete is owed, not
+        sent: journaled right after the data's new row, it is done by the next daemon if this one
+        dies. A DELETE in flight at a crash instead left the old version under the old name, and
+        the application's retry of the rename then copied it over the data it had written."""
         assert node.staged is not None
         old_stored = node.staged.base_etag is not None  # the old key holds an object to remove
         self._moved(old, new, replace(node.entry, attrs=node.entry.attrs.with_changes(ctime_ns=now_ns())))
@@ -110,7 +113,7 @@ class Renames(Namespace):
         node.staged.mark_dirty()
         await self._commit(node)
         if old_stored:
-            await self.store.delete(self.layout.file_key(old))
+            await self._owe_delete([self.layout.file_key(old)])
 
     def _moved(self, old: str, new: str, entry: Entry) -> None:
         replaced = self.inodes.by_path(new)
