@@ -28,11 +28,12 @@ committed with ``synchronous=FULL`` (the WAL is fsynced). An unlink promises les
 it durable only once its directory is fsynced, and a committed WAL transaction survives the death
 of the process without an fsync (it is in the page cache; only a power loss or a kernel crash
 can drop it). So ``note_deletes`` commits with ``synchronous=NORMAL``: ``rm -r`` of 1,000 files
-paid one fsync per file for nothing. A power loss drops the newest unsynced transactions whole
-and in order (the WAL is one log), so a lost unlink brings back the file as it was, its dirty row
-included, never half of it; and every later fsynced commit (a close's row, the confirmation of a
-batch of deletes) makes the unlinks before it durable too. ``sync`` makes everything committed
-durable, for fsyncdir and unmount.
+paid one fsync per file for nothing. So do the deletes of rows that describe only what the store
+already has (``_UNSYNCED_DELETES``): ``cp -r`` paid one fsync per file for those. A power loss
+drops the newest unsynced transactions whole and in order (the WAL is one log), so a lost unlink
+brings back the file as it was, its dirty row included, never half of it; and every later
+fsynced commit (a close's row, the confirmation of a batch of deletes) makes the unlinks before
+it durable too. ``sync`` makes everything committed durable, for fsyncdir and unmount.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ _DELETE = {
     "uploads": "DELETE FROM uploads WHERE upload_id = ?",
     "deletes": "DELETE FROM deletes WHERE key = ?",
 }
+# Deletes committed without an fsync (module docstring): the row of a file the store has or that
+# is gone, the id of an upload that ended. Lost in a power cut, such a row costs a repeat (an upload
+# of the same bytes, which its ETag shows is ours; an abort of an ended upload), never data. The
+# confirmation of a delete is fsynced: its replay could remove an object this mount wrote since.
+_UNSYNCED_DELETES = frozenset({"dirty", "uploads"})
 
 
 @contextlib.contextmanager
@@ -235,7 +241,8 @@ class Journal:
         reserve if it was spent and nothing is owed any more."""
         for table, key in sorted(self.owed):
             try:
-                self._delete_now(table, key)
+                with self._unsynced() if table in _UNSYNCED_DELETES else contextlib.nullcontext():
+                    self._delete_now(table, key)
             except OSError as exc:
                 if _is_full(exc):
                     log.info("cache journal: disk full, %d delete(s) owed until there is room", len(self.owed))
