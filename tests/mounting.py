@@ -80,7 +80,7 @@ def _traced_by(pid: int, tracer: int) -> bool:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             status = (task / "status").read_text()
-        except FileNotFoundError:
+        except OSError:  # the thread ended
             continue
         if f"TracerPid:\t{tracer}\n" not in status:
             return False
