@@ -22,6 +22,18 @@ need new blocks. So:
   again (a match by ETag, no conflict) or, its data file already freed, drops the row.
 - ``record`` of a data file cancels an owed delete of its row, in the same call: a new
   acknowledged version can never be removed by a delete meant for the one before.
+
+Which commits are fsynced. ``close()`` promises data that survives a power loss, so its row is
+committed with ``synchronous=FULL`` (the WAL is fsynced). An unlink promises less: POSIX makes
+it durable only once its directory is fsynced, and a committed WAL transaction survives the death
+of the process without an fsync (it is in the page cache; only a power loss or a kernel crash
+can drop it). So ``note_deletes`` commits with ``synchronous=NORMAL``: ``rm -r`` of 1,000 files
+paid one fsync per file for nothing. So do the deletes of rows that describe only what the store
+already has (``_UNSYNCED_DELETES``): ``cp -r`` paid one fsync per file for those. A power loss
+drops the newest unsynced transactions whole and in order (the WAL is one log), so a lost unlink
+brings back the file as it was, its dirty row included, never half of it; and every later
+fsynced commit (a close's row, the confirmation of a batch of deletes) makes the unlinks before
+it durable too. ``sync`` makes everything committed durable, for fsyncdir and unmount.
 """
 
 from __future__ import annotations
@@ -77,6 +89,11 @@ _DELETE = {
     "uploads": "DELETE FROM uploads WHERE upload_id = ?",
     "deletes": "DELETE FROM deletes WHERE key = ?",
 }
+# Deletes committed without an fsync (module docstring): the row of a file the store has or that
+# is gone, the id of an upload that ended. Lost in a power cut, such a row costs a repeat (an upload
+# of the same bytes, which its ETag shows is ours; an abort of an ended upload), never data. The
+# confirmation of a delete is fsynced: its replay could remove an object this mount wrote since.
+_UNSYNCED_DELETES = frozenset({"dirty", "uploads"})
 
 
 @contextlib.contextmanager
@@ -112,8 +129,10 @@ class Journal:
         self._restore_reserve()
 
     def close(self) -> None:
-        """Settle what is owed, if there is room now; what is left, the next mount repairs."""
+        """Settle what is owed, if there is room now; what is left, the next mount repairs. The
+        unsynced unlinks are made durable first (``sync``), whatever happens to the rest."""
         try:
+            self.sync()
             self._settle()
         except OSError as exc:
             log.warning("cache journal: %s", exc)
@@ -153,8 +172,10 @@ class Journal:
         """Owe the store the deletes of ``keys`` (obsfs/deletes.py), in one transaction with the
         removal of the dirty row of ``replacing`` (the data file of the unlinked file): a crash
         then finds the file either still there or deleted, never a pending upload and a pending
-        delete of the same version. Raises OSError (ENOSPC) on a full disk: nothing changed."""
-        with _as_os_error():
+        delete of the same version. Not fsynced (module docstring): it survives kill -9, and a
+        power loss only before the next ``sync`` or fsynced commit. Raises OSError (ENOSPC) on
+        a full disk: nothing changed."""
+        with _as_os_error(), self._unsynced():
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 self.db.executemany("INSERT OR REPLACE INTO deletes (key, hold) VALUES (?, ?)",
@@ -188,6 +209,21 @@ class Journal:
             self.owed.update(("deletes", key) for key in keys)
         self._settle()
 
+    @contextlib.contextmanager
+    def _unsynced(self) -> Iterator[None]:
+        """Commits made inside are not fsynced: durable across the death of the process only."""
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self.db.execute("PRAGMA synchronous=FULL")
+
+    def sync(self) -> None:
+        """Make every committed transaction durable (fsyncdir, unmount). A checkpoint fsyncs the
+        WAL before it copies it into the database, also under ``synchronous=NORMAL``."""
+        with _as_os_error():
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def _rollback(self) -> None:
         if self.db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
             self.db.execute("ROLLBACK")
@@ -205,7 +241,8 @@ class Journal:
         reserve if it was spent and nothing is owed any more."""
         for table, key in sorted(self.owed):
             try:
-                self._delete_now(table, key)
+                with self._unsynced() if table in _UNSYNCED_DELETES else contextlib.nullcontext():
+                    self._delete_now(table, key)
             except OSError as exc:
                 if _is_full(exc):
                     log.info("cache journal: disk full, %d delete(s) owed until there is room", len(self.owed))

@@ -23,6 +23,7 @@ class StagedFile:
         self.synced_version = 0
         self.base_etag: str | None = None  # the stored version our contents started from
         self.journaled = False  # a journal row exists for it
+        self.journaled_version = -1  # the version the last commit fsynced and journaled
         # Written only from start to end so far (a new or truncated file): its leading parts are
         # final and may be uploaded before close (partstream.py).
         self.appending = True
@@ -37,6 +38,11 @@ class StagedFile:
     @property
     def dirty(self) -> bool:
         return self.version != self.synced_version
+
+    @property
+    def committed(self) -> bool:
+        """Nothing changed since the last commit (close, fsync): its data is on disk, its row current."""
+        return self.journaled and self.journaled_version == self.version
 
     def mark_dirty(self) -> None:
         self.version += 1

@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # fuse3..gcc: obsfs and building pyfuse3; s3fs, rclone, fio: the bench's peers; ceph-*, radosgw:
-# the local Ceph RGW of scripts/rgw.sh; curl: rgw.sh waits with it; the rest: tests.
+# the local Ceph RGW of scripts/rgw.sh; curl: rgw.sh waits with it; the rest: tests (strace counts
+# the daemon's fsyncs).
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config s3fs rclone fio rsync git python3 python3-venv python3-dev gcc procps
-  psmisc ceph-mon ceph-osd radosgw ceph-common curl)
+  psmisc strace ceph-mon ceph-osd radosgw ceph-common curl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,40 @@ def kill_daemon_of(path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
         except (FileNotFoundError, ValueError, ProcessLookupError):
             pass
+
+
+def daemon_pid(path: Path) -> int:
+    return int(state_file(str(path), "pid").read_text())
+
+
+def _traced_by(pid: int, tracer: int) -> bool:
+    """Every thread of ``pid`` is traced by ``tracer`` (threads that end meanwhile do not count)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended
+            continue
+        if f"TracerPid:\t{tracer}\n" not in status:
+            return False
+    return True
+
+
+@contextmanager
+def syscalls_of(pid: int, names: list[str], scratch: Path) -> Iterator[Callable[[], int]]:
+    """Count the system calls ``names`` that any thread of process ``pid`` makes while the block
+    runs (strace; a count, not a time). The callable gives the count once the block is done."""
+    out = scratch / f"strace-{pid}-{time.monotonic_ns()}.txt"
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", f"trace={','.join(names)}", "-o", str(out),
+                               "-p", str(pid)])
+    counted: list[int] = []
+    try:
+        wait_for(lambda: _traced_by(pid, tracer.pid), f"strace attached to {pid}", 30)
+        yield lambda: counted[0]
+    finally:
+        tracer.send_signal(signal.SIGINT)  # detaches and writes what it has
+        tracer.wait(timeout=30)
+    pattern = re.compile(rf"\b({'|'.join(names)})\(")
+    counted.append(sum(1 for line in out.read_text().splitlines() if pattern.search(line)))
 
 
 def force_unmount(path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import boto_client
-from tests.mounting import Mounter, fsync_dir
+from tests.mounting import Mounter, daemon_pid, fsync_dir, syscalls_of
 from tests.s3server import S3Server, start_moto
 from tests.test_races import body, keys
 from tests.test_writeback import HOLD, kill_daemon
@@ -77,6 +77,28 @@ def test_queued_deletes_survive_kill_9(mounter: Mounter, moto: S3Server, bucket:
         os.stat(again.path / "top")
     assert again.umount() == 0  # drains the replayed deletes
     assert keys(s3, bucket) == ["kept"]
+
+
+def test_unlinks_are_fsynced_by_fsyncdir_not_one_by_one(mounter: Mounter, moto: S3Server, bucket: str, s3: Any,
+                                                        tmp_path: Path) -> None:
+    """An unlink's journal row survives kill -9 without an fsync (the test above replays such
+    rows); POSIX makes an unlink durable when its directory is fsynced, so that is when the
+    journal is fsynced. An fsync per unlink made rm -r of 1,000 files wait for 1,000 of them."""
+    s3.put_object(Bucket=bucket, Key="d/", Body=b"")
+    for n in range(20):
+        s3.put_object(Bucket=bucket, Key=f"d/f{n}", Body=b"x")
+    mnt = mounter.mount(moto, bucket, HOLD)
+    names = os.listdir(mnt.path / "d")
+    sync_calls = ["fsync", "fdatasync"]
+    with syscalls_of(daemon_pid(mnt.path), sync_calls, tmp_path) as during_unlinks:
+        for name in names:
+            os.unlink(mnt.path / "d" / name)
+    assert during_unlinks() == 0
+    with syscalls_of(daemon_pid(mnt.path), sync_calls, tmp_path) as during_fsyncdir:
+        fsync_dir(mnt.path / "d")
+    assert during_fsyncdir() > 0
+    assert keys(s3, bucket) == ["d/"]
+    assert mnt.umount() == 0
 
 
 def test_unlink_then_create_the_same_name(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:

@@ -19,7 +19,17 @@ import pytest
 
 from obsfs.runtime import state_file
 from tests.conftest import boto_client
-from tests.mounting import Mount, Mounter, force_unmount, fsync_tree, is_mounted, kill_daemon_of, wait_for
+from tests.mounting import (
+    Mount,
+    Mounter,
+    daemon_pid,
+    force_unmount,
+    fsync_tree,
+    is_mounted,
+    kill_daemon_of,
+    syscalls_of,
+    wait_for,
+)
 from tests.s3server import S3Server, start_moto
 
 # Uploads wait a minute: whatever the tests write stays dirty in the cache until they say so.
@@ -97,6 +107,26 @@ def test_kill_9_with_many_small_files(mounter: Mounter, moto: S3Server, bucket: 
     assert int(s3.head_object(Bucket=bucket, Key="dir/f001")["Metadata"]["mode"]) & 0o777 == 0o600
     assert "f000" not in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
     assert after.umount() == 0 or not is_mounted(after.path)
+
+
+def test_a_closed_file_costs_two_fsyncs_and_its_upload_none(mounter: Mounter, moto: S3Server, bucket: str,
+                                                            s3: Any, tmp_path: Path) -> None:
+    """close() makes the data durable: one fsync of the staged file and one of the journal row
+    (the kill -9 tests above check what they keep). It used to do both twice (at flush and again
+    at release), and to fsync the row's delete after the upload: a row that describes only what
+    the store has costs a repeated upload at worst if a power cut brings it back."""
+    mnt = mounter.mount(moto, bucket, HOLD)
+    names = [f"f{i}" for i in range(10)]
+    sync_calls = ["fsync", "fdatasync"]
+    with syscalls_of(daemon_pid(mnt.path), sync_calls, tmp_path) as closing:
+        for name in names:
+            (mnt.path / name).write_bytes(name.encode())
+    assert closing() == 2 * len(names)
+    with syscalls_of(daemon_pid(mnt.path), sync_calls, tmp_path) as uploading:
+        fsync_tree(mnt.path)  # waits for each upload, whose success skips the local fsync
+    assert uploading() == 0
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == set(names)
+    assert mnt.umount() == 0
 
 
 def test_recovery_finds_its_upload_already_stored(mounter: Mounter, moto: S3Server, bucket: str, s3: Any) -> None:

@@ -144,7 +144,10 @@ class OpenFiles(Uploads):
         self._drop_handle(fh)
         node = handle.node
         try:
-            if node.staged is not None and node.staged.dirty:
+            # close() committed at flush; a second fsync and row for the same version (cp -r: one
+            # more each per file) would promise nothing more. Writes that came after the last
+            # flush (a shared mmap written back at munmap) are committed here.
+            if node.staged is not None and node.staged.dirty and not node.staged.committed:
                 await self._commit(node)
         finally:
             node.opens -= 1

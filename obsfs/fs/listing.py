@@ -194,8 +194,11 @@ class Listing(Attributes):
 
     @boundary
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        # Creates and renames are written through at once; removals are queued (deletes.py).
+        # Creates and renames are written through at once; removals are queued (deletes.py) and
+        # journaled without an fsync (journal.py), which is what POSIX asks of fsyncdir: made
+        # durable here, locally first, so that a store that fails leaves them safe on disk.
         handle = self._handles.get(fh)
         if not isinstance(handle, DirHandle):
             raise FsError(errno.EBADF)
+        self.journal.sync()
         await self.deletes.flush(self.deletes.under(self.layout.dir_key(self._path(handle.node))))

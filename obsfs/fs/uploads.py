@@ -49,6 +49,7 @@ class Uploads(FsCore):
         staged = node.staged
         if staged is None or not staged.dirty or node.path is None:
             return
+        version = staged.version  # what the fsync below covers: a write meanwhile is not
         # On a duplicate descriptor: an upload that ends meanwhile may close the staged file's own.
         fd = os.dup(staged.fd)
         try:
@@ -63,6 +64,7 @@ class Uploads(FsCore):
                 data_file=staged.name, key=self.layout.file_key(node.path), base_etag=staged.base_etag,
                 attrs=entry.attrs, content_type=entry.content_type or content_type_for(node.path)))
             staged.journaled = True
+            staged.journaled_version = version
         finally:
             # Also when the row found no room (close() then answers ENOSPC, so nothing more was
             # acknowledged; an earlier row stays as it was): the upload is what frees the disk.
