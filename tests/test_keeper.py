@@ -17,8 +17,9 @@ from typing import Any
 
 import pyfuse3
 
+from obsfs.keeper import generation_of
 from obsfs.mount import state_file
-from tests.mounting import Mount, Mounter, is_mounted, wait_for
+from tests.mounting import OBSFS, Mount, Mounter, is_mounted, wait_for
 from tests.s3server import S3Server
 from tests.test_writeback import stored
 
@@ -196,3 +197,45 @@ def test_planned_handover_fails_no_call(mounter: Mounter, moto: S3Server, bucket
             gaps.append(work.gap())
     print(f"handover gaps (longest iteration), s: {', '.join(f'{g:.2f}' for g in gaps)}")
     assert work.errors == []
+
+
+def test_the_keeper_upgrades_itself_in_place(mounter: Mounter, moto: S3Server, bucket: str) -> None:
+    """SIGUSR2: the keeper re-executes the obsfs installed now as the same process, and keeps
+    the mount, its daemon and the open fds; loops on the mount go on without a failed call.
+    ``obsfs upgrade`` does that and a planned handover. The new image supervises as the old one
+    did: it restarts a killed daemon, and umount ends it."""
+    mnt = mounter.mount(moto, bucket, "keeper,attr_timeout=0")
+    keeper, daemon = _pid(mnt, "keeper"), _pid(mnt, "pid")
+    (mnt.path / "held").write_bytes(b"before")
+    fd = os.open(mnt.path / "held", os.O_RDWR)
+    try:
+        with Workload(mnt.path, loops=2) as work:
+            work.progress(2)
+            os.kill(keeper, signal.SIGUSR2)
+            wait_for(lambda: generation_of(keeper) == 1, "the keeper re-executed itself", seconds=20)
+            assert _pid(mnt, "pid") == daemon and _alive(daemon)
+            assert os.pwrite(fd, b"after1", 0) == 6
+            work.progress(2)
+            upgrade = subprocess.run([*OBSFS, "upgrade", str(mnt.path)], capture_output=True, text=True,
+                                     timeout=120)
+            assert upgrade.returncode == 0, upgrade.stderr
+            assert generation_of(keeper) == 2 and _pid(mnt, "pid") != daemon
+            assert os.pwrite(fd, b"after2", 0) == 6
+            work.progress(2)
+        assert work.errors == []
+        assert _pid(mnt, "keeper") == keeper
+        daemon = _pid(mnt, "pid")
+        os.kill(daemon, signal.SIGKILL)
+        _respawned(mnt, daemon)
+        assert os.pread(fd, 6, 0) == b"after2"
+    finally:
+        os.close(fd)
+    assert (mnt.path / "held").read_bytes() == b"after2"
+    assert mnt.umount() == 0
+    assert not is_mounted(mnt.path) and not _alive(keeper)
+
+
+def test_upgrade_needs_a_keeper(tmp_path: Path) -> None:
+    result = subprocess.run([*OBSFS, "upgrade", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "-o keeper" in result.stderr
