@@ -335,6 +335,14 @@ def _wait_until(condition: Callable[[], bool], end: float) -> bool:
     return True
 
 
+def _generation(keeper_pid: int) -> int:
+    """The keeper's re-executions so far (``keeper.Carried``), -1 once it is gone."""
+    try:
+        return keeper.generation_of(keeper_pid)
+    except OSError:
+        return -1
+
+
 def upgrade(mountpoint: str, timeout: float) -> int:
     """The keeper re-executes itself (SIGUSR2), then its daemon drains and hands over to a new
     one (SIGUSR1): both are then the obsfs installed now, and no call on the mount failed. The
@@ -343,10 +351,10 @@ def upgrade(mountpoint: str, timeout: float) -> int:
     if not keeper_pid or not _alive(keeper_pid):
         raise ConfigError(f"{mountpoint}: no obsfs keeper holds it; only a mount made with -o keeper can be "
                           "upgraded in place (otherwise: obsfs umount, then mount again)")
-    generation = keeper.generation_of(keeper_pid)
+    generation = _generation(keeper_pid)
     os.kill(keeper_pid, signal.SIGUSR2)
-    if not _wait_until(lambda: not _alive(keeper_pid) or keeper.generation_of(keeper_pid) > generation,
-                       time.monotonic() + timeout) or not _alive(keeper_pid):
+    if not _wait_until(lambda: _generation(keeper_pid) != generation, time.monotonic() + timeout) or \
+            _generation(keeper_pid) < 0:
         raise ObsfsError(f"{mountpoint}: the keeper did not re-execute itself within {timeout:.0f} s; "
                          "see the mount's log (a new obsfs that cannot be imported is refused)")
     old = _pid_in(state_file(mountpoint, "pid"))
@@ -383,11 +391,7 @@ def _pid_in(path: Path) -> int:
 
 
 def _wait_gone(pid: int, end: float) -> bool:
-    while pid and _alive(pid):
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-    return True
+    return _wait_until(lambda: not pid or not _alive(pid), end)
 
 
 def umount(mountpoint: str, timeout: float) -> int:

@@ -219,6 +219,7 @@ class Carried:
     restart_at: float | None
     delay: float
     generation: int  # how many times this keeper has re-executed itself, this time included
+    handover_wanted: bool
 
     def dumps(self) -> str:
         fields = {**self.__dict__, "init": self.init.hex(), "reply": None if self.reply is None else self.reply.hex()}
@@ -255,6 +256,7 @@ class Keeper:
         self.backoff = Backoff()
         self.stopping = False
         self.reexec_wanted = False
+        self.handover_wanted = False  # SIGUSR1 came; sent on once the daemon is ready
         self.generation = 0  # re-executions so far (Carried)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -310,6 +312,12 @@ class Keeper:
                     announce = None
                     if not verdict.startswith(b"OK"):
                         self.stopping = True
+            if self.handover_wanted and daemon is not None and daemon.ready < 0:
+                # Only a daemon that is ready: before that, it may not handle SIGUSR1 yet (its
+                # default action kills), and the first one's death would end the mount.
+                self.handover_wanted = False
+                log.info("planned handover: draining daemon %d", daemon.pid)
+                daemon.send(signal.SIGUSR1)
             if daemon is not None and daemon.pidfd in events:
                 code = daemon.reap()
                 lived = time.monotonic() - daemon.started
@@ -336,9 +344,8 @@ class Keeper:
         with contextlib.suppress(BlockingIOError):
             for signum in os.read(self.wake_r, 64):
                 if signum == signal.SIGUSR1:
-                    log.info("planned handover: draining daemon %s", daemon.pid if daemon else "-")
-                    if daemon is not None:
-                        daemon.send(signal.SIGUSR1)
+                    # A daemon that is starting anyway is already the one installed now.
+                    self.handover_wanted = daemon is not None and not self.stopping
                 elif signum == signal.SIGUSR2:
                     self.reexec_wanted = not self.stopping
                 else:
@@ -367,7 +374,7 @@ class Keeper:
         carried = Carried(self.device, self.listener.fileno(), self.record.request, self.record.reply,
                           daemon.pid if daemon else 0, daemon.ready if daemon else -1,
                           daemon.started if daemon else 0.0, -1 if announce is None else announce,
-                          restart_at, self.backoff.delay, self.generation + 1)
+                          restart_at, self.backoff.delay, self.generation + 1, self.handover_wanted)
         cred_r = credentials_pipe(self.secret)
         for fd in (*carried.fds(), cred_r):
             os.set_inheritable(fd, True)
@@ -421,6 +428,7 @@ def adopt(carried: Carried, argv: list[str], secret: bytes, own: list[str]) -> t
     keeper = Keeper(carried.device, InitRecord(carried.init, carried.reply), listener, argv, secret, own)
     keeper.backoff.delay = carried.delay
     keeper.generation = carried.generation
+    keeper.handover_wanted = carried.handover_wanted
     daemon = None
     if carried.daemon:
         # Still our child, alive or a zombie: nobody else can reap it, so the pid is its own.

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyfuse3
 
-from obsfs.keeper import generation_of
+from obsfs.keeper import EXIT_HANDOVER, generation_of
 from obsfs.mount import state_file
 from tests.mounting import OBSFS, Mount, Mounter, is_mounted, wait_for
 from tests.s3server import S3Server
@@ -242,3 +242,23 @@ def test_upgrade_needs_a_keeper(tmp_path: Path) -> None:
     result = subprocess.run([*OBSFS, "upgrade", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "-o keeper" in result.stderr
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as stream:
+        return {int(child) for child in stream.read().split()}
+
+
+def test_a_handover_asked_of_a_starting_daemon_waits_until_it_is_ready(mounter: Mounter, moto: S3Server,
+                                                                      bucket: str) -> None:
+    """A daemon that is still starting may not handle SIGUSR1 yet (its default action kills):
+    the keeper passes the request on once the daemon is ready."""
+    mnt = mounter.mount(moto, bucket, "keeper")
+    keeper, first = _pid(mnt, "keeper"), _pid(mnt, "pid")
+    os.kill(keeper, signal.SIGUSR1)
+    wait_for(lambda: bool(_children(keeper) - {first}), "the keeper started the next daemon", seconds=10)
+    (second,) = _children(keeper) - {first}
+    os.kill(keeper, signal.SIGUSR1)  # while it imports, long before it is ready
+    wait_for(lambda: _pid(mnt, "pid") not in (0, first, second), "a third daemon took over", seconds=20)
+    assert f"daemon {second} exited with {EXIT_HANDOVER}" in mounter.log_text()
+    assert os.listdir(mnt.path) == []
