@@ -64,6 +64,8 @@ OK = b"OK"
 DIFFERS = b"DIFFERS"
 # What the keeper handles; blocked across its re-exec, so that none is lost or kills it meanwhile.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+# Run by the python the keeper is about to exec, before it does: can it read the state it gets?
+PROBE = "import sys; from obsfs.keeper import Carried; Carried.loads(sys.argv[1])"
 
 
 def escape_option(option: str) -> str:
@@ -357,13 +359,17 @@ class Keeper:
     def reexec(self, daemon: Daemon | None, announce: int | None, restart_at: float | None) -> None:
         """Become the keeper of the obsfs installed now, as the same process (see the module's
         docstring); returns only if that cannot be done, and this image goes on."""
-        # A new image that cannot even be imported would leave the mount to die with the
-        # daemon: try it in a child first.
-        probe = subprocess.run([sys.executable, "-c", "import obsfs.keeper"], stdin=subprocess.DEVNULL,
+        carried = Carried(self.device, self.listener.fileno(), self.record.request, self.record.reply,
+                          daemon.pid if daemon else 0, daemon.ready if daemon else -1,
+                          daemon.started if daemon else 0.0, -1 if announce is None else announce,
+                          restart_at, self.backoff.delay, self.generation + 1, self.handover_wanted)
+        # A new image that cannot import, or cannot read what it is handed, would leave the
+        # mount to die with the daemon: try that in a child first.
+        probe = subprocess.run([sys.executable, "-c", PROBE, carried.dumps()], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         if probe.returncode != 0:
-            log.error("not re-executing: python -c 'import obsfs.keeper' failed: %s",
-                      probe.stderr.decode(errors="replace").strip().splitlines()[-1:])
+            log.error("not re-executing: the obsfs installed now cannot take this keeper over: %s",
+                      (probe.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1])
             return
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         # Signals whose handler already ran but that were not read yet: raised again, they stay
@@ -371,10 +377,6 @@ class Keeper:
         with contextlib.suppress(BlockingIOError):
             for signum in os.read(self.wake_r, 64):
                 signal.raise_signal(signum)
-        carried = Carried(self.device, self.listener.fileno(), self.record.request, self.record.reply,
-                          daemon.pid if daemon else 0, daemon.ready if daemon else -1,
-                          daemon.started if daemon else 0.0, -1 if announce is None else announce,
-                          restart_at, self.backoff.delay, self.generation + 1, self.handover_wanted)
         cred_r = credentials_pipe(self.secret)
         for fd in (*carried.fds(), cred_r):
             os.set_inheritable(fd, True)
