@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,14 +132,13 @@ def test_unmount_from_outside_ends_keeper_and_daemon(mounter: Mounter, moto: S3S
 
 class Workload:
     """Threads that each loop over create, write, close, rename, open, read, stat and readdir in a
-    directory of their own, so that requests are in flight whenever a handover happens. Each
-    records the errors it meets and the longest time one iteration took (the handover's gap)."""
+    directory of their own, so that requests are in flight whenever a handover happens, and
+    record the errors they meet."""
 
     def __init__(self, root: Path, loops: int) -> None:
         self.dirs = [root / f"w{n}" for n in range(loops)]
         self.errors: list[str] = []
         self.done = [0] * loops
-        self.slowest = [0.0] * loops
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(n,)) for n in range(loops)]
 
@@ -147,7 +147,6 @@ class Workload:
         directory.mkdir()
         while not self._stop.is_set():
             payload = os.urandom(4096 + n)
-            start = time.monotonic()
             try:
                 (directory / "new").write_bytes(payload)
                 os.rename(directory / "new", directory / "f")
@@ -157,7 +156,6 @@ class Workload:
                 assert os.listdir(directory) == ["f"], "readdir gave other names"
             except (OSError, AssertionError) as exc:
                 self.errors.append(f"w{n}: {exc!r}")
-            self.slowest[n] = max(self.slowest[n], time.monotonic() - start)
             self.done[n] += 1
 
     def __enter__(self) -> Workload:
@@ -175,59 +173,53 @@ class Workload:
         targets = [done + iterations for done in self.done]
         wait_for(lambda: all(d >= t for d, t in zip(self.done, targets, strict=True)), "every loop goes on")
 
-    def gap(self) -> float:
-        """The longest iteration since the last call."""
-        slowest = max(self.slowest)
-        self.slowest = [0.0] * len(self.slowest)
-        return slowest
-
 
 def test_planned_handover_fails_no_call(mounter: Mounter, moto: S3Server, bucket: str) -> None:
-    """SIGUSR1 to the keeper: the daemon stops reading requests, answers every one it has read,
-    and exits; the next one takes the kernel's queue. Loops on the mount go on across several
-    handovers without a single failed call (issue #14: "no failed syscall")."""
+    """SIGUSR1 to the keeper (or ``obsfs upgrade``): the daemon stops reading requests, answers
+    every one it has read, and exits; the next one takes the kernel's queue. Loops on the mount
+    go on across several handovers without a single failed call (issue #14: "no failed
+    syscall")."""
     mnt = mounter.mount(moto, bucket, "keeper,attr_timeout=0")
     # An idle mount sends the daemon no request to stop at: it makes one itself.
     _hand_over(mnt)
-    took, gaps = [], []
+    keeper = _pid(mnt, "keeper")
     with Workload(mnt.path, loops=4) as work:
-        work.progress(3)
-        work.gap()
-        for _ in range(4):
-            took.append(_hand_over(mnt))
-            work.progress(2)
-            gaps.append(work.gap())
-    print(f"handovers took {', '.join(f'{t:.2f}' for t in took)} s; longest iterations across them "
-          f"{', '.join(f'{g:.2f}' for g in gaps)} s; {sum(work.done)} iterations, {len(work.errors)} failed")
+        work.progress(2)
+        # About one in four handovers met the race that failed a call (docs/survival.md): eight
+        # of them make a regression show in all but about one run in ten.
+        took = [_hand_over(mnt) for _ in range(8)]
+        # The command for it: the keeper re-executes itself (test_the_keeper_upgrades_itself_in_place),
+        # then the same handover.
+        start = time.monotonic()
+        upgrade = subprocess.run([*OBSFS, "upgrade", str(mnt.path)], capture_output=True, text=True, timeout=120)
+        took.append(time.monotonic() - start)
+        assert upgrade.returncode == 0, upgrade.stderr
+        assert generation_of(keeper) == 1 and upgrade.stdout.count("\n") == 1
+        work.progress(1)
+    print(f"handovers took {', '.join(f'{t:.2f}' for t in took)} s (the last one: obsfs upgrade); "
+          f"{sum(work.done)} iterations, {len(work.errors)} failed")
     assert work.errors == []
 
 
 def test_the_keeper_upgrades_itself_in_place(mounter: Mounter, moto: S3Server, bucket: str) -> None:
     """SIGUSR2: the keeper re-executes the obsfs installed now as the same process, and keeps
-    the mount, its daemon and the open fds; loops on the mount go on without a failed call.
-    ``obsfs upgrade`` does that and a planned handover. The new image supervises as the old one
-    did: it restarts a killed daemon, and umount ends it."""
+    the mount, its daemon and the open fds; loops on the mount go on without a failed call. The
+    new image supervises as the old one did: it restarts a killed daemon, and umount ends it."""
     mnt = mounter.mount(moto, bucket, "keeper,attr_timeout=0")
     keeper, daemon = _pid(mnt, "keeper"), _pid(mnt, "pid")
     (mnt.path / "held").write_bytes(b"before")
     fd = os.open(mnt.path / "held", os.O_RDWR)
     try:
         with Workload(mnt.path, loops=2) as work:
-            work.progress(2)
-            os.kill(keeper, signal.SIGUSR2)
-            wait_for(lambda: generation_of(keeper) == 1, "the keeper re-executed itself", seconds=20)
-            assert _pid(mnt, "pid") == daemon and _alive(daemon)
-            assert os.pwrite(fd, b"after1", 0) == 6
-            work.progress(2)
-            upgrade = subprocess.run([*OBSFS, "upgrade", str(mnt.path)], capture_output=True, text=True,
-                                     timeout=120)
-            assert upgrade.returncode == 0, upgrade.stderr
-            assert generation_of(keeper) == 2 and _pid(mnt, "pid") != daemon
-            assert os.pwrite(fd, b"after2", 0) == 6
-            work.progress(2)
+            work.progress(1)
+            for generation in (1, 2):  # the second time from the state the first one carried
+                os.kill(keeper, signal.SIGUSR2)
+                wait_for(partial(lambda g: generation_of(keeper) == g, generation), "the keeper re-executed itself",
+                         seconds=20)
+                assert os.pwrite(fd, b"after%d" % generation, 0) == 6
+            work.progress(1)
         assert work.errors == []
-        assert _pid(mnt, "keeper") == keeper
-        daemon = _pid(mnt, "pid")
+        assert (_pid(mnt, "keeper"), _pid(mnt, "pid")) == (keeper, daemon) and _alive(daemon)
         os.kill(daemon, signal.SIGKILL)
         _respawned(mnt, daemon)
         assert os.pread(fd, 6, 0) == b"after2"
