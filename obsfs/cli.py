@@ -12,6 +12,9 @@ serves: this one imports only what deciding needs (``obsfs/runtime.py``). Creden
 reach a daemon through argv or env: a daemon that has to start afresh (a keeper's, or one whose
 environment held keys) reads them from an inherited pipe.
 
+``obsfs upgrade`` moves a mount that has a keeper (the default) to the obsfs installed now
+(docs/survival.md).
+
 Exit codes: 0 ok; 1 other failure; 2 bad usage, options, credentials file or mount point;
 3 credentials refused or access denied; 4 bucket does not exist; 5 endpoint unreachable.
 """
@@ -24,13 +27,15 @@ import json
 import logging
 import logging.handlers
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from obsfs import __version__, credentials
+from obsfs import __version__, credentials, keeper
 from obsfs.credentials import SECRET_ENV_NAMES, Credentials
 from obsfs.errors import (
     AccessDenied,
@@ -67,7 +72,7 @@ def exit_code_for(exc: BaseException) -> int:
     return 1
 
 
-COMMANDS = ("mount", "umount", "status")
+COMMANDS = ("mount", "umount", "status", "upgrade")
 
 
 def with_command(argv: list[str]) -> list[str]:
@@ -103,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     umount = sub.add_parser("umount", help="flush, unmount and wait for the daemon to exit")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the flush")
+    upgrade = sub.add_parser("upgrade", help="move a mount that has a keeper (the default) to the obsfs installed now, "
+                             "without unmounting or failing a call")
+    upgrade.add_argument("mountpoint")
+    upgrade.add_argument("--timeout", type=float, default=120.0,
+                         help="seconds to wait for each step (the old daemon answers what it has read first)")
     status = sub.add_parser("status", help="what a mount has waiting for upload, and its last errors")
     status.add_argument("mountpoint")
     status.add_argument("--json", action="store_true", help="the daemon's report as JSON")
@@ -133,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             return umount(args.mountpoint, args.timeout)
         if args.command == "status":
             return show_status(args.mountpoint, args.json)
+        if args.command == "upgrade":
+            return upgrade(args.mountpoint, args.timeout)
         return mount(args)
     except ObsfsError as exc:
         print(f"obsfs: {exc}", file=sys.stderr)
@@ -322,6 +334,47 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
+def _wait_until(condition: Callable[[], bool], end: float) -> bool:
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _generation(keeper_pid: int) -> int:
+    """The keeper's re-executions so far (``keeper.Carried``), -1 once it is gone."""
+    try:
+        return keeper.generation_of(keeper_pid)
+    except OSError:
+        return -1
+
+
+def upgrade(mountpoint: str, timeout: float) -> int:
+    """The keeper re-executes itself (SIGUSR2), then its daemon drains and hands over to a new
+    one (SIGUSR1): both are then the obsfs installed now, and no call on the mount failed. The
+    keeper goes first, so that it starts the new daemon with what it is now."""
+    keeper_pid = _pid_in(state_file(mountpoint, "keeper"))
+    if not keeper_pid or not _alive(keeper_pid):
+        raise ConfigError(f"{mountpoint}: no obsfs keeper holds it (mounted with -o nokeeper or -f?), "
+                          "so it cannot be upgraded in place: obsfs umount, then mount again")
+    generation = _generation(keeper_pid)
+    os.kill(keeper_pid, signal.SIGUSR2)
+    if not _wait_until(lambda: _generation(keeper_pid) != generation, time.monotonic() + timeout) or \
+            _generation(keeper_pid) < 0:
+        raise ObsfsError(f"{mountpoint}: the keeper did not re-execute itself within {timeout:.0f} s; "
+                         "see the mount's log (a new obsfs that cannot be imported is refused)")
+    old = _pid_in(state_file(mountpoint, "pid"))
+    os.kill(keeper_pid, signal.SIGUSR1)
+    # The next daemon writes its pid file once it has proved the mount answers.
+    if not _wait_until(lambda: _pid_in(state_file(mountpoint, "pid")) not in (0, old),
+                       time.monotonic() + timeout):
+        raise ObsfsError(f"{mountpoint}: no new daemon answered within {timeout:.0f} s; see the mount's log")
+    print(f"obsfs: {mountpoint} upgraded: keeper {keeper_pid} re-executed, daemon "
+          f"{_pid_in(state_file(mountpoint, 'pid'))} took over from {old}")
+    return 0
+
+
 def show_status(mountpoint: str, as_json: bool) -> int:
     """Ask the mount's daemon for its report over its control socket, and print it."""
     from obsfs import control  # it imports trio, which a mount must not load before it forks
@@ -347,11 +400,7 @@ def _pid_in(path: Path) -> int:
 
 
 def _wait_gone(pid: int, end: float) -> bool:
-    while pid and _alive(pid):
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-    return True
+    return _wait_until(lambda: not pid or not _alive(pid), end)
 
 
 def umount(mountpoint: str, timeout: float) -> int:

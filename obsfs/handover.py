@@ -64,6 +64,42 @@ def kernel_session() -> str:
     return f"keeper {keeper_pid} {started}"
 
 
+class Drain:
+    """A planned handover's stop: no request the kernel gave this daemon is left unanswered.
+
+    ``pyfuse3.terminate()`` sets libfuse's exit flag, and libfuse 3.14 drops a request it reads
+    once that flag is set (``fuse_session_receive_buf_int`` returns 0 after the read): the
+    kernel then holds it on our clone unanswered, and closing the clone fails it with
+    ECONNABORTED. Called from the signal task, terminate() races a reader of pyfuse3's loop that
+    trio has already woken for a readable fd but not yet run: it reads after the flag is set.
+
+    pyfuse3 3.5's loop (internal.pxi) rules that out at one moment: readers wait for the fd only
+    while holding ``read_lock``, check the exit flag under it first, and nothing awaits between
+    the wait, the read and the start of the handler. So while a handler runs its first
+    synchronous steps, the reader that was waiting is this very task, already past its read;
+    the next reader takes the lock later and sees the flag. ``at_request`` (the boundary's
+    ``on_request``) terminates the loop there. Handlers already running finish and reply on the
+    clone, ``pyfuse3.main()`` returns, and requests never read stay in the kernel's queue for
+    the next daemon. A request is needed to get there: ``request`` makes one (an idle mount
+    would never send one), a lookup that the filesystem refuses without the store; if this
+    daemon does not read it, the next one answers it.
+    """
+
+    def __init__(self, mountpoint: str) -> None:
+        self.mountpoint = mountpoint
+        self.wanted = False
+        self.stopped = False
+
+    def request(self) -> None:
+        self.wanted = True
+        threading.Thread(target=_poke, args=(self.mountpoint,), name="drain-poke", daemon=True).start()
+
+    def at_request(self) -> None:
+        if self.wanted and not self.stopped:
+            self.stopped = True
+            pyfuse3.terminate()
+
+
 class KeeperSession:
     """One daemon's attachment to a keeper: ``start`` instead of ``pyfuse3.init``, ``attach`` as a
     task beside ``pyfuse3.main``, ``close`` instead of ``pyfuse3.close``."""

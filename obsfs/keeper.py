@@ -22,6 +22,14 @@ same source, type, flags and options (a test compares the two mounts' mountinfo 
 Protocol on the socket (SOCK_SEQPACKET, peer must have the keeper's uid):
 keeper → daemon: INIT bytes + the device fd; daemon → keeper: its INIT reply;
 keeper → daemon: ``OK`` or ``DIFFERS``.
+
+Upgrading the keeper itself (SIGUSR2): it ``execv``s ``python -m obsfs.keeper`` of the obsfs
+installed now, as the same process. What it holds crosses the exec as inherited fds (the device,
+the listening socket, the readiness pipes, a pipe with the credentials) and one ``--adopt``
+argument (``Carried``: the fd numbers, the saved INIT and first reply, the daemon's pid). The
+daemon stays its child (a pid survives exec), so the new image opens a pidfd on it again and
+reaps it as before; the kernel session's name (pid and start time) does not change either.
+Signals are blocked across the exec and delivered to the new image once it handles them.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import argparse
 import contextlib
 import errno
 import faulthandler
+import json
 import logging
 import os
 import select
@@ -53,6 +62,10 @@ READ_SIZE = (1 << 20) + (1 << 16)
 EXIT_HANDOVER = 75
 OK = b"OK"
 DIFFERS = b"DIFFERS"
+# What the keeper handles; blocked across its re-exec, so that none is lost or kills it meanwhile.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+# Run by the python the keeper is about to exec, before it does: can it read the state it gets?
+PROBE = "import sys; from obsfs.keeper import Carried; Carried.loads(sys.argv[1])"
 
 
 def escape_option(option: str) -> str:
@@ -172,46 +185,107 @@ def tell(fd: int, verdict: bytes) -> None:
 
 @dataclass
 class Daemon:
-    """One running daemon and the pipe its readiness verdict comes on."""
+    """One running daemon (our child) and the pipe its readiness verdict comes on. It is known by
+    pid and pidfd, not by a ``Popen``: a keeper that re-executed itself adopts its daemon by pid."""
 
-    proc: subprocess.Popen[bytes]
+    pid: int
     ready: int
     started: float
     pidfd: int
 
+    def send(self, signum: int) -> None:
+        signal.pidfd_send_signal(self.pidfd, signum)
+
+    def reap(self) -> int:
+        """Its exit code, as ``Popen.returncode`` gives it (``-N`` for signal N)."""
+        os.close(self.pidfd)
+        if self.ready >= 0:
+            os.close(self.ready)
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a keeper hands to its own next image (``--adopt``): fd numbers it leaves open across
+    the exec, the INIT record, the daemon's pid (0: none runs) and the supervision state. The
+    credentials go in a pipe, never here: argv is readable in /proc."""
+
+    device: int
+    listener: int
+    init: bytes
+    reply: bytes | None
+    daemon: int
+    ready: int
+    started: float  # time.monotonic(): one clock for the whole system, so it survives the exec
+    announce: int  # -1: no one waits for the first daemon's verdict any more
+    restart_at: float | None
+    delay: float
+    generation: int  # how many times this keeper has re-executed itself, this time included
+    handover_wanted: bool
+
+    def dumps(self) -> str:
+        fields = {**self.__dict__, "init": self.init.hex(), "reply": None if self.reply is None else self.reply.hex()}
+        return json.dumps(fields, sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str) -> Carried:
+        fields = json.loads(text)
+        reply = fields.pop("reply")
+        return cls(**{**fields, "init": bytes.fromhex(fields.pop("init")),
+                      "reply": None if reply is None else bytes.fromhex(reply)})
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.device, self.listener, self.ready, self.announce) if fd >= 0]
+
+
+def credentials_pipe(secret: bytes) -> int:
+    """A pipe's read end holding ``secret`` (it fits in the pipe's buffer), for a child or the next
+    image of this process (close-on-exec until a caller makes it inheritable)."""
+    cred_r, cred_w = os.pipe2(os.O_CLOEXEC)
+    tell(cred_w, secret)
+    return cred_r
+
 
 class Keeper:
     def __init__(self, device: int, record: InitRecord, listener: socket.socket, argv: list[str],
-                 secret: bytes) -> None:
+                 secret: bytes, keeper_args: list[str]) -> None:
         self.device = device
         self.record = record
         self.listener = listener
-        self.argv = argv
+        self.argv = argv  # the daemon's
         self.secret = secret
+        self.keeper_args = keeper_args  # this keeper's own, for its next image
         self.backoff = Backoff()
         self.stopping = False
+        self.reexec_wanted = False
+        self.handover_wanted = False  # SIGUSR1 came; sent on once the daemon is ready
+        self.generation = 0  # re-executions so far (Carried)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def start(self) -> Daemon:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        cred_r, cred_w = os.pipe2(os.O_CLOEXEC)
+        cred_r = credentials_pipe(self.secret)
         argv = [*self.argv, "--ready-fd", str(ready_w), "--credentials-fd", str(cred_r)]
-        proc = subprocess.Popen(argv, pass_fds=(ready_w, cred_r), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(ready_w)
-        os.close(cred_r)
-        tell(cred_w, self.secret)
-        log.info("started daemon %d", proc.pid)
-        return Daemon(proc, ready_r, time.monotonic(), os.pidfd_open(proc.pid))
+        for fd in (ready_w, cred_r):
+            os.set_inheritable(fd, True)  # the only fds the daemon inherits: the rest are close-on-exec
+        try:
+            devnull = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+            pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=devnull,
+                                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        finally:
+            os.close(ready_w)
+            os.close(cred_r)
+        log.info("started daemon %d", pid)
+        return Daemon(pid, ready_r, time.monotonic(), os.pidfd_open(pid))
 
-    def run(self, announce: int | None) -> int:
+    def run(self, announce: int | None, daemon: Daemon | None, restart_at: float | None = None) -> int:
         """Supervise daemons until the mount is gone; returns the last daemon's exit code.
 
         ``announce`` gets the first daemon's readiness verdict (``obsfs mount`` waits on it). If
-        the first daemon fails before it is ready, the mount is taken down again."""
+        the first daemon fails before it is ready, the mount is taken down again. ``daemon`` and
+        ``restart_at`` are the state to go on from: a first daemon just started, or what the
+        previous image of this keeper handed over."""
         code = 0
-        daemon: Daemon | None = self.start()
-        restart_at: float | None = None
         while True:
             poller = select.poll()
             poller.register(self.device, 0)
@@ -225,25 +299,31 @@ class Keeper:
             events = dict(poller.poll(timeout))
             if self.wake_r in events:
                 self._signals(daemon)
+                if self.reexec_wanted:
+                    self.reexec_wanted = False
+                    self.reexec(daemon, announce, restart_at)  # returns only if it could not
             if self.listener.fileno() in events:
                 serve_one(self.listener, self.device, self.record)
             if daemon is not None and daemon.ready in events:
                 verdict = os.read(daemon.ready, 4096)
                 os.close(daemon.ready)
                 daemon.ready = -1
-                log.info("daemon %d: %s", daemon.proc.pid, verdict.decode(errors="replace").strip() or "no verdict")
+                log.info("daemon %d: %s", daemon.pid, verdict.decode(errors="replace").strip() or "no verdict")
                 if announce is not None:
                     tell(announce, verdict or b"ERR 1 the daemon exited before the mount was ready\n")
                     announce = None
                     if not verdict.startswith(b"OK"):
                         self.stopping = True
+            if self.handover_wanted and daemon is not None and daemon.ready < 0:
+                # Only a daemon that is ready: before that, it may not handle SIGUSR1 yet (its
+                # default action kills), and the first one's death would end the mount.
+                self.handover_wanted = False
+                log.info("planned handover: draining daemon %d", daemon.pid)
+                daemon.send(signal.SIGUSR1)
             if daemon is not None and daemon.pidfd in events:
-                code = daemon.proc.wait()
+                code = daemon.reap()
                 lived = time.monotonic() - daemon.started
-                os.close(daemon.pidfd)
-                if daemon.ready >= 0:
-                    os.close(daemon.ready)
-                log.info("daemon %d exited with %d after %.1f s", daemon.proc.pid, code, lived)
+                log.info("daemon %d exited with %d after %.1f s", daemon.pid, code, lived)
                 daemon = None
                 if announce is not None:
                     tell(announce, b"ERR 1 the daemon exited before the mount was ready\n")
@@ -260,18 +340,59 @@ class Keeper:
                 daemon = self.start()
 
     def _signals(self, daemon: Daemon | None) -> None:
-        """SIGUSR1 asks the daemon to drain and hand over; SIGTERM, SIGINT and SIGHUP stop it
-        (it flushes and unmounts), and the keeper with it."""
+        """SIGUSR1 asks the daemon to drain and hand over; SIGUSR2 re-executes the keeper;
+        SIGTERM, SIGINT and SIGHUP stop the daemon (it flushes and unmounts), and the keeper
+        with it."""
         with contextlib.suppress(BlockingIOError):
             for signum in os.read(self.wake_r, 64):
                 if signum == signal.SIGUSR1:
-                    log.info("planned handover: draining daemon %s", daemon.proc.pid if daemon else "-")
+                    # A daemon that is starting anyway is already the one installed now.
+                    self.handover_wanted = daemon is not None and not self.stopping
+                elif signum == signal.SIGUSR2:
+                    self.reexec_wanted = not self.stopping
+                else:
+                    self.stopping = True
+                    self.reexec_wanted = False
                     if daemon is not None:
-                        daemon.proc.send_signal(signal.SIGUSR1)
-                    continue
-                self.stopping = True
-                if daemon is not None:
-                    daemon.proc.send_signal(signal.SIGTERM)
+                        daemon.send(signal.SIGTERM)
+
+    def reexec(self, daemon: Daemon | None, announce: int | None, restart_at: float | None) -> None:
+        """Become the keeper of the obsfs installed now, as the same process (see the module's
+        docstring); returns only if that cannot be done, and this image goes on."""
+        carried = Carried(self.device, self.listener.fileno(), self.record.request, self.record.reply,
+                          daemon.pid if daemon else 0, daemon.ready if daemon else -1,
+                          daemon.started if daemon else 0.0, -1 if announce is None else announce,
+                          restart_at, self.backoff.delay, self.generation + 1, self.handover_wanted)
+        # A new image that cannot import, or cannot read what it is handed, would leave the
+        # mount to die with the daemon: try that in a child first.
+        probe = subprocess.run([sys.executable, "-c", PROBE, carried.dumps()], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if probe.returncode != 0:
+            log.error("not re-executing: the obsfs installed now cannot take this keeper over: %s",
+                      (probe.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1])
+            return
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        # Signals whose handler already ran but that were not read yet: raised again, they stay
+        # pending (blocked) and reach the next image.
+        with contextlib.suppress(BlockingIOError):
+            for signum in os.read(self.wake_r, 64):
+                signal.raise_signal(signum)
+        cred_r = credentials_pipe(self.secret)
+        for fd in (*carried.fds(), cred_r):
+            os.set_inheritable(fd, True)
+        argv = [sys.executable, "-m", "obsfs.keeper", *self.keeper_args, "--credentials-fd", str(cred_r),
+                "--adopt", carried.dumps(), "--", *self.argv]
+        log.info("re-executing the keeper (daemon %s stays)", carried.daemon or "-")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        try:
+            os.execv(sys.executable, argv)
+        except OSError as exc:
+            log.error("could not re-execute the keeper: %s", exc)
+            for fd in carried.fds():
+                os.set_inheritable(fd, False)
+            os.close(cred_r)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -283,6 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--credentials-fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--logfile")
+    parser.add_argument("--adopt", help="JSON state from this keeper's previous image (SIGUSR2)")
     parser.add_argument("daemon", nargs=argparse.REMAINDER, help="-- the daemon's argv")
     return parser
 
@@ -300,6 +422,31 @@ def listen(path: str) -> socket.socket:
     return listener
 
 
+def adopt(carried: Carried, argv: list[str], secret: bytes, own: list[str]) -> tuple[Keeper, Daemon | None]:
+    """Take over from the previous image of this keeper (``Keeper.reexec``)."""
+    for fd in carried.fds():
+        os.set_inheritable(fd, False)
+    listener = socket.socket(fileno=carried.listener)
+    keeper = Keeper(carried.device, InitRecord(carried.init, carried.reply), listener, argv, secret, own)
+    keeper.backoff.delay = carried.delay
+    keeper.generation = carried.generation
+    keeper.handover_wanted = carried.handover_wanted
+    daemon = None
+    if carried.daemon:
+        # Still our child, alive or a zombie: nobody else can reap it, so the pid is its own.
+        daemon = Daemon(carried.daemon, carried.ready, carried.started, os.pidfd_open(carried.daemon))
+    log.info("keeper re-executed (%d); supervising daemon %s", carried.generation, carried.daemon or "-")
+    return keeper, daemon
+
+
+def generation_of(pid: int) -> int:
+    """How many times the keeper ``pid`` has re-executed itself, from its command line: what
+    ``obsfs upgrade`` waits on."""
+    with open(f"/proc/{pid}/cmdline", "rb") as stream:
+        argv = stream.read().decode(errors="replace").split("\0")
+    return Carried.loads(argv[argv.index("--adopt") + 1]).generation if "--adopt" in argv else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()
     args = _parser().parse_args(argv)
@@ -310,24 +457,36 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.INFO)
     with os.fdopen(args.credentials_fd, "rb") as stream:
         secret = stream.read()
-    try:
-        device = mount(args.mountpoint, args.options.split("\n"))
-        record = InitRecord(read_init(device))
-    except OSError as exc:
-        log.error("%s", exc)
-        if args.ready_fd is not None:
-            tell(args.ready_fd, f"ERR 2 {exc}\n".encode())
-        return 2
-    listener = listen(args.socket)
-    keeper = Keeper(device, record, listener, daemon_argv, secret)
+    own = ["--mountpoint", args.mountpoint, "--options", args.options, "--socket", args.socket,
+           "--pidfile", args.pidfile, *(["--logfile", args.logfile] if args.logfile else [])]
+    carried = Carried.loads(args.adopt) if args.adopt else None
+    if carried is not None:
+        keeper, daemon = adopt(carried, daemon_argv, secret, own)
+        announce = None if carried.announce < 0 else carried.announce
+    else:
+        announce = args.ready_fd
+        if announce is not None:
+            os.set_inheritable(announce, False)  # for the keeper only, not for its daemons
+        try:
+            device = mount(args.mountpoint, args.options.split("\n"))
+            record = InitRecord(read_init(device))
+        except OSError as exc:
+            log.error("%s", exc)
+            if announce is not None:
+                tell(announce, f"ERR 2 {exc}\n".encode())
+            return 2
+        keeper, daemon = Keeper(device, record, listen(args.socket), daemon_argv, secret, own), None
     signal.set_wakeup_fd(keeper.wake_w)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+    for signum in SIGNALS:
         signal.signal(signum, lambda *_: None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # blocked across a re-exec
     with open(args.pidfile, "w") as stream:
         stream.write(str(os.getpid()))
     try:
-        code = keeper.run(args.ready_fd)
-        if keeper.stopping and connected(device):
+        if carried is None:
+            daemon = keeper.start()
+        code = keeper.run(announce, daemon, None if carried is None else carried.restart_at)
+        if keeper.stopping and connected(keeper.device):
             unmount(args.mountpoint)  # the first daemon failed, or a stop found no daemon to do it
         return code
     finally:

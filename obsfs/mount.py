@@ -31,7 +31,7 @@ from obsfs.backend.obs import ObsStore
 from obsfs.credentials import Credentials
 from obsfs.errors import ConfigError
 from obsfs.fs import Filesystem, FsConfig
-from obsfs.handover import KeeperSession, kernel_session
+from obsfs.handover import Drain, KeeperSession, kernel_session
 from obsfs.indexing import AttrIndex
 from obsfs.inodemap import InodeMap
 from obsfs.journal import Journal
@@ -242,10 +242,13 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
             serving.deadline = trio.current_time() + opts.drain_deadline
             pyfuse3.terminate()
 
+        drain = Drain(spec.mountpoint)
+        fs.on_request = drain.at_request
+
         def hand_over() -> None:
             nonlocal handing_over
             handing_over = True
-            pyfuse3.terminate()
+            drain.request()
 
         try:
             async with trio.open_nursery() as nursery:
@@ -261,7 +264,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
                     await pyfuse3.main()
                 closed = True
                 if handing_over:
-                    # pyfuse3.main() returned once the requests already read were answered; the
+                    # pyfuse3.main() returned once every request read was answered (Drain); the
                     # kernel queues the rest for the next daemon, which uploads the journal.
                     close(unmount=False)
                     astore.stop_writing()

@@ -13,14 +13,17 @@ import os
 import signal
 import subprocess
 import threading
+import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyfuse3
 import pytest
 
+from obsfs.keeper import EXIT_HANDOVER, generation_of
 from obsfs.runtime import state_file
-from tests.mounting import Mount, Mounter, is_mounted, wait_for
+from tests.mounting import OBSFS, Mount, Mounter, is_mounted, wait_for
 from tests.s3server import S3Server
 from tests.test_writeback import stored
 
@@ -62,8 +65,19 @@ def _respawned(mnt: Mount, old: int) -> int:
     return _pid(mnt, "pid")
 
 
+def _hand_over(mnt: Mount) -> float:
+    """A planned handover (SIGUSR1 to the keeper); returns, with the seconds it took, once the
+    next daemon serves."""
+    old, start = _pid(mnt, "pid"), time.monotonic()
+    os.kill(_pid(mnt, "keeper"), signal.SIGUSR1)
+    _respawned(mnt, old)
+    return time.monotonic() - start
+
+
 def test_internals_the_handover_rests_on(mounter: Mounter, moto: S3Server, bucket: str) -> None:
-    """If this fails after an upgrade, read obsfs/handover.py before changing the pins."""
+    """If this fails after an upgrade, read obsfs/handover.py before changing the pins: the swap
+    (KeeperSession) and the planned handover's drain (Drain: pyfuse3's reader loop in
+    internal.pxi, libfuse's fuse_session_receive_buf_int) rest on these versions' internals."""
     assert pyfuse3.__version__ == "3.5.0"
     plain = mounter.mount(moto, bucket, "nokeeper")
     mnt = mounter.mount(moto, bucket, "cache_dir=" + str(mounter.tmp / "cache-keeper"))
@@ -132,39 +146,127 @@ def test_unmount_from_outside_ends_keeper_and_daemon(mounter: Mounter, moto: S3S
     assert not is_mounted(mnt.path)
 
 
-def test_planned_handover_under_a_read_loop(mounter: Mounter, moto: S3Server, bucket: str) -> None:
-    """SIGUSR1 to the keeper: the daemon stops reading requests, answers those it has, and exits;
-    the next one takes the queue. A loop of open-read-close runs across it. Entry timeouts are 0
-    here because inode numbers are not kept across daemons yet (a cached name would point at an
-    inode number the next daemon does not know, docs/survival.md)."""
-    mnt = mounter.mount(moto, bucket, "keeper,entry_timeout=0,attr_timeout=0")
-    data = os.urandom(64 << 10)
-    (mnt.path / "f").write_bytes(data)
-    errors: list[int] = []
-    reads = [0]
-    stop = threading.Event()
+class Workload:
+    """Threads that each loop over create, write, close, rename, open, read, stat and readdir in a
+    directory of their own, so that requests are in flight whenever a handover happens, and
+    record the errors they meet."""
 
-    def loop() -> None:
-        while not stop.is_set():
+    def __init__(self, root: Path, loops: int) -> None:
+        self.dirs = [root / f"w{n}" for n in range(loops)]
+        self.errors: list[str] = []
+        self.done = [0] * loops
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(n,)) for n in range(loops)]
+
+    def _loop(self, n: int) -> None:
+        directory = self.dirs[n]
+        directory.mkdir()
+        while not self._stop.is_set():
+            payload = os.urandom(4096 + n)
             try:
-                assert (mnt.path / "f").read_bytes() == data
-                reads[0] += 1
-            except OSError as exc:
-                errors.append(exc.errno or 0)
+                (directory / "new").write_bytes(payload)
+                os.rename(directory / "new", directory / "f")
+                assert (directory / "f").read_bytes() == payload, "read back other bytes"
+                for _ in range(20):  # cheap requests, so that the queue is rarely empty
+                    assert os.stat(directory / "f").st_size == len(payload), "stat gave another size"
+                assert os.listdir(directory) == ["f"], "readdir gave other names"
+            except (OSError, AssertionError) as exc:
+                self.errors.append(f"w{n}: {exc!r}")
+            self.done[n] += 1
 
-    thread = threading.Thread(target=loop)
-    thread.start()
+    def __enter__(self) -> Workload:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def progress(self, iterations: int) -> None:
+        """Wait until every loop did ``iterations`` more (through whichever daemon serves now)."""
+        targets = [done + iterations for done in self.done]
+        wait_for(lambda: all(d >= t for d, t in zip(self.done, targets, strict=True)), "every loop goes on")
+
+
+def test_planned_handover_fails_no_call(mounter: Mounter, moto: S3Server, bucket: str) -> None:
+    """SIGUSR1 to the keeper (or ``obsfs upgrade``): the daemon stops reading requests, answers
+    every one it has read, and exits; the next one takes the kernel's queue. Loops on the mount
+    go on across several handovers without a single failed call (issue #14: "no failed
+    syscall")."""
+    mnt = mounter.mount(moto, bucket, "keeper,attr_timeout=0")
+    # An idle mount sends the daemon no request to stop at: it makes one itself.
+    _hand_over(mnt)
+    keeper = _pid(mnt, "keeper")
+    with Workload(mnt.path, loops=4) as work:
+        work.progress(2)
+        # About one in four handovers met the race that failed a call (docs/survival.md): eight
+        # of them make a regression show in all but about one run in ten.
+        took = [_hand_over(mnt) for _ in range(8)]
+        # The command for it: the keeper re-executes itself (test_the_keeper_upgrades_itself_in_place),
+        # then the same handover.
+        start = time.monotonic()
+        upgrade = subprocess.run([*OBSFS, "upgrade", str(mnt.path)], capture_output=True, text=True, timeout=120)
+        took.append(time.monotonic() - start)
+        assert upgrade.returncode == 0, upgrade.stderr
+        assert generation_of(keeper) == 1 and upgrade.stdout.count("\n") == 1
+        work.progress(1)
+    print(f"handovers took {', '.join(f'{t:.2f}' for t in took)} s (the last one: obsfs upgrade); "
+          f"{sum(work.done)} iterations, {len(work.errors)} failed")
+    assert work.errors == []
+
+
+def test_the_keeper_upgrades_itself_in_place(mounter: Mounter, moto: S3Server, bucket: str) -> None:
+    """SIGUSR2: the keeper re-executes the obsfs installed now as the same process, and keeps
+    the mount, its daemon and the open fds; loops on the mount go on without a failed call. The
+    new image supervises as the old one did: it restarts a killed daemon, and umount ends it."""
+    mnt = mounter.mount(moto, bucket, "keeper,attr_timeout=0")
+    keeper, daemon = _pid(mnt, "keeper"), _pid(mnt, "pid")
+    (mnt.path / "held").write_bytes(b"before")
+    fd = os.open(mnt.path / "held", os.O_RDWR)
     try:
-        wait_for(lambda: reads[0] > 20, "the loop reads")
-        old = _pid(mnt, "pid")
-        os.kill(_pid(mnt, "keeper"), signal.SIGUSR1)
-        _respawned(mnt, old)
-        before = reads[0]
-        wait_for(lambda: reads[0] > before + 20, "the loop reads through the next daemon")
+        with Workload(mnt.path, loops=2) as work:
+            work.progress(1)
+            for generation in (1, 2):  # the second time from the state the first one carried
+                os.kill(keeper, signal.SIGUSR2)
+                wait_for(partial(lambda g: generation_of(keeper) == g, generation), "the keeper re-executed itself",
+                         seconds=20)
+                assert os.pwrite(fd, b"after%d" % generation, 0) == 6
+            work.progress(1)
+        assert work.errors == []
+        assert (_pid(mnt, "keeper"), _pid(mnt, "pid")) == (keeper, daemon) and _alive(daemon)
+        os.kill(daemon, signal.SIGKILL)
+        _respawned(mnt, daemon)
+        assert os.pread(fd, 6, 0) == b"after2"
     finally:
-        stop.set()
-        thread.join()
-    # What is left for a handover without a failed call (issue #14 item 3): a request the old
-    # daemon had read but not answered when it let go of its clone fails with ECONNABORTED, and
-    # a handle it opened can still meet EBADF. At most one call per handover, seen twice at most.
-    assert set(errors) <= {errno.EBADF, errno.ECONNABORTED} and len(errors) <= 2, errors
+        os.close(fd)
+    assert (mnt.path / "held").read_bytes() == b"after2"
+    assert mnt.umount() == 0
+    assert not is_mounted(mnt.path) and not _alive(keeper)
+
+
+def test_upgrade_needs_a_keeper(tmp_path: Path) -> None:
+    result = subprocess.run([*OBSFS, "upgrade", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "-o nokeeper" in result.stderr
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as stream:
+        return {int(child) for child in stream.read().split()}
+
+
+def test_a_handover_asked_of_a_starting_daemon_waits_until_it_is_ready(mounter: Mounter, moto: S3Server,
+                                                                      bucket: str) -> None:
+    """A daemon that is still starting may not handle SIGUSR1 yet (its default action kills):
+    the keeper passes the request on once the daemon is ready."""
+    mnt = mounter.mount(moto, bucket, "keeper")
+    keeper, first = _pid(mnt, "keeper"), _pid(mnt, "pid")
+    os.kill(keeper, signal.SIGUSR1)
+    wait_for(lambda: bool(_children(keeper) - {first}), "the keeper started the next daemon", seconds=10)
+    (second,) = _children(keeper) - {first}
+    os.kill(keeper, signal.SIGUSR1)  # while it imports, long before it is ready
+    wait_for(lambda: _pid(mnt, "pid") not in (0, first, second), "a third daemon took over", seconds=20)
+    assert f"daemon {second} exited with {EXIT_HANDOVER}" in mounter.log_text()
+    assert os.listdir(mnt.path) == []

@@ -9,6 +9,7 @@ import mimetypes
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -130,6 +131,10 @@ class FsCore(pyfuse3.Operations):
         self.deletes = DeleteQueue(store.delete_many, journal, delay=config.upload_delay, metrics=self.metrics)
         self.nursery: trio.Nursery | None = None  # set by mount.py; background prefetches run here
         self.attr_index: AttrIndex | None = None  # set by mount.py with -o attr_index
+        # Called by the boundary as a request's handler starts, before its first await: the one
+        # moment at which no other task of pyfuse3's loop can be about to read a request (a
+        # planned handover stops the loop there, handover.Drain).
+        self.on_request: Callable[[], None] = lambda: None
 
     def _root_entry(self) -> Entry:
         d = self.config.defaults

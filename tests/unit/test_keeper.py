@@ -59,3 +59,12 @@ def test_first_reply_goes_to_the_device_and_later_ones_must_equal_it(tmp_path: P
     os.set_blocking(device_r, False)
     assert os.read(device_r, 100) == b"reply-1"  # written once, by the first daemon only
     listener.close()
+
+
+def test_what_a_keeper_carries_across_its_exec_reads_back_the_same() -> None:
+    for reply in (None, b"\x00reply"):
+        carried = keeper.Carried(device=5, listener=6, init=b"\x01INIT", reply=reply, daemon=1234, ready=-1,
+                                 started=12.5, announce=-1, restart_at=None, delay=0.4, generation=2,
+                                 handover_wanted=True)
+        assert keeper.Carried.loads(carried.dumps()) == carried
+    assert carried.fds() == [5, 6]
