@@ -15,13 +15,15 @@ from obsfs.errors import NotFound, ObsfsError
 from obsfs.fs.attributes import Attributes
 from obsfs.fs.boundary import FsError, boundary
 from obsfs.fs.core import NEGATIVE, DirHandle
-from obsfs.inodes import Entry
+from obsfs.inodes import Entry, Node
 from obsfs.layout import InvalidName, join, listed_name, name_of, parent_of
 from obsfs.meta import Attrs
 
 log = logging.getLogger(__name__)
 
 HEAD_WORKERS = 16  # threads HEADing a listing's entries (32 measured slower: GIL contention)
+# Entries numbered at a time in readdir; a READDIRPLUS reply holds about 200.
+READDIR_CHUNK = 64
 
 
 class Listing(Attributes):
@@ -206,17 +208,34 @@ class Listing(Attributes):
             name_bytes, dot_node = dots[index]
             if not pyfuse3.readdir_reply(token, name_bytes, self._attributes(dot_node), index + 1):
                 return
-        for index in range(max(0, start_id - len(dots)), len(handle.entries)):
-            name, entry = handle.entries[index]
+        first = max(0, start_id - len(dots))
+        for start in range(first, len(handle.entries), READDIR_CHUNK):
+            chunk = handle.entries[start:start + READDIR_CHUNK]
+            nodes = self._nodes_of(path, chunk)
+            for offset, ((name, _), node) in enumerate(zip(chunk, nodes, strict=True)):
+                if not pyfuse3.readdir_reply(token, name.encode(), self._attributes(node),
+                                             start + offset + len(dots) + 1):
+                    for unsent in nodes[offset:]:  # the next readdir starts with them
+                        self.inodes.drop_if_unused(unsent)
+                    return
+                node.lookups += 1
+
+    def _nodes_of(self, path: str, entries: list[tuple[str, Entry]]) -> list[Node]:
+        """The nodes for listed entries of ``path``, with what is known of them now: local truth,
+        or an entry HEADed since the listing (exact: the kernel keeps it, and sends no LOOKUP)."""
+        nodes: dict[str, Node] = {}
+        listed: list[tuple[str, Entry]] = []
+        for name, entry in entries:
             child = join(path, name)
-            if not entry.exact and isinstance(fresh := self.stat_cache.get(child), Entry) and fresh.exact:
-                entry = fresh  # HEADed since the listing: the kernel may keep it, no LOOKUP follows
             node = self.inodes.by_path(child)
-            if node is None or not self._has_local_truth(node):
-                node = self.inodes.add(child, entry)
-            if not pyfuse3.readdir_reply(token, name.encode(), self._attributes(node), index + len(dots) + 1):
-                break
-            node.lookups += 1
+            if node is not None and self._has_local_truth(node):
+                nodes[child] = node
+                continue
+            if not entry.exact and isinstance(fresh := self.stat_cache.get(child), Entry) and fresh.exact:
+                entry = fresh
+            listed.append((child, entry))
+        nodes.update(zip((child for child, _ in listed), self.inodes.add_many(listed), strict=True))
+        return [nodes[join(path, name)] for name, _ in entries]
 
     @boundary
     async def releasedir(self, fh: int) -> None:
