@@ -115,8 +115,10 @@ def test_entries_headed_during_a_listing_reach_the_kernel_exact(mounter: Mounter
         # Room for "." and ".." only: the first READDIRPLUS lists the directory and starts the
         # HEADs; its entries reach the kernel with the defaults and zero timeouts.
         assert getdents(fd, 64) == 48
+        give_up = time.monotonic() + 60  # a hang guard, not a timing check
         while value(scrape(counts.url), "obsfs_store_requests_total", operation="head", outcome="ok") < len(names):
-            time.sleep(0.05)  # a count, polled; no time is asserted
+            assert time.monotonic() < give_up, "the listing's HEADs never answered"
+            time.sleep(0.05)
         time.sleep(0.2)  # the last answer reaches the trio thread after it was counted
         while getdents(fd, 4096):
             pass

@@ -16,7 +16,7 @@ from obsfs.handletable import StagedRow
 from obsfs.inodemap import InodeMap
 from obsfs.inodes import Entry, Node
 from obsfs.journal import DirtyRecord, Journal
-from obsfs.layout import Layout, parent_of
+from obsfs.layout import Layout
 from obsfs.meta import Attrs, to_metadata
 from obsfs.metacache import MetaCache
 from obsfs.metrics import Metrics
@@ -159,8 +159,6 @@ class Uploads(FsCore):
         self.local_only.pop(path, None)
         self._release_staged(node)
         self.stat_cache.pop(path, None)
-        if path is not None:
-            self.dir_cache.pop(parent_of(path), None)  # the conflict copy is a name only the store knows
 
     def _release_staged(self, node: Node) -> None:
         """The store has this version (or the file is gone): drop the copy unless it is open, and
