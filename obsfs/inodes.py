@@ -12,7 +12,7 @@ had forgotten takes its number from there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,18 +78,28 @@ class InodeTable:
 
     def add(self, path: str, entry: Entry) -> Node:
         """The node for ``path``, created if needed, with ``entry`` as its current truth."""
-        node = self._by_path.get(path)
-        if node is not None and node.entry.attrs.kind == entry.attrs.kind:
-            node.entry = entry
-            return node
-        if node is not None:
-            # The object changed type (file <-> dir) behind our back: a new inode, so the kernel
-            # does not see one inode change its type.
-            self.detach(node)
-        node = Node(ino=self.numbers.number(path, entry.attrs.kind), path=path, entry=entry)
-        self._by_ino[node.ino] = node
-        self._by_path[path] = node
-        return node
+        return self.add_many([(path, entry)])[0]
+
+    def add_many(self, items: Sequence[tuple[str, Entry]]) -> list[Node]:
+        """``add`` for sibling paths (a readdir batch): new nodes take their numbers from the
+        inode map in one go (``InodeMap.numbers``)."""
+        missing: list[tuple[str, Entry]] = []
+        for path, entry in items:
+            node = self._by_path.get(path)
+            if node is not None and node.entry.attrs.kind == entry.attrs.kind:
+                node.entry = entry
+                continue
+            if node is not None:
+                # The object changed type (file <-> dir) behind our back: a new inode, so the
+                # kernel does not see one inode change its type.
+                self.detach(node)
+            missing.append((path, entry))
+        numbers = self.numbers.numbers([(path, entry.attrs.kind) for path, entry in missing]) if missing else []
+        for (path, entry), ino in zip(missing, numbers, strict=True):
+            node = Node(ino=ino, path=path, entry=entry)
+            self._by_ino[ino] = node
+            self._by_path[path] = node
+        return [self._by_path[path] for path, _ in items]
 
     def unlink(self, path: str) -> None:
         """``path`` (and what was below it) is gone, whether or not the kernel holds its node."""

@@ -210,4 +210,7 @@ def shown(attrs: Attrs, defaults: Defaults, *, is_root: bool = False) -> Attrs:
         mode |= stat.S_IRGRP | stat.S_IWGRP | group_x
     if defaults.umask is not None and not is_root:
         mode = stat.S_IFMT(mode) | (stat.S_IMODE(mode) & ~defaults.umask & 0o7777)
-    return replace(attrs, mode=mode, uid=defaults.uid if defaults.force_uid else attrs.uid, gid=gid)
+    uid = defaults.uid if defaults.force_uid else attrs.uid
+    if (mode, uid, gid) == (attrs.mode, attrs.uid, attrs.gid):
+        return attrs  # as stored, mostly: no copy for every entry of every listing
+    return replace(attrs, mode=mode, uid=uid, gid=gid)

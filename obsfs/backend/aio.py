@@ -24,6 +24,7 @@ import functools
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
@@ -139,6 +140,20 @@ class AsyncStore:
         """
         queue = collections.deque(keys)
         token = trio.lowlevel.current_trio_token()
+        # Answers wait here for the trio thread, which takes all that came in at each wakeup:
+        # one run_sync_soon per answer cost a wakeup of the trio thread per HEAD.
+        answers: list[tuple[str, ObjectInfo | ObsfsError]] = []
+        lock = threading.Lock()
+
+        def hand_over() -> None:
+            while True:
+                with lock:
+                    batch = answers[:]
+                    answers.clear()
+                if not batch:
+                    return
+                for key, result in batch:
+                    deliver(key, result)
 
         def work() -> None:
             while True:
@@ -153,7 +168,11 @@ class AsyncStore:
                                              self.read_deadline)
                 except ObsfsError as exc:
                     result = exc
-                token.run_sync_soon(deliver, key, result)
+                with lock:
+                    answers.append((key, result))
+                    first = len(answers) == 1  # else a hand_over is due and will take it
+                if first:
+                    token.run_sync_soon(hand_over)
 
         async with trio.open_nursery() as nursery:
             for _ in range(min(workers, len(queue))):

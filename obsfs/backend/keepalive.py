@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import functools
 import hashlib
 import hmac
 import http.client
@@ -93,7 +94,7 @@ class Signer:
         path = f"/{bucket}/{object_path(key)}" if self.bucket_in_path else f"/{object_path(key)}"
         if self.dialect == "v4":
             return path, self._v4(method, path, now)
-        date = email.utils.formatdate(now, usegmt=True)
+        date = _http_date(int(now))
         headers = {"Host": self.host, "Date": date}
         if self.access_key and self.secret_key:
             # The resource is /bucket/key in either addressing style.
@@ -118,6 +119,12 @@ class Signer:
         headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope},"
                                     f"SignedHeaders=host;x-amz-content-sha256;x-amz-date,Signature={signature}")
         return headers
+
+
+@functools.lru_cache(maxsize=2)
+def _http_date(second: int) -> str:
+    """The Date header of a whole second: formatted once, not once per HEAD."""
+    return email.utils.formatdate(second, usegmt=True)
 
 
 _keys: dict[tuple[str, str, str], bytes] = {}

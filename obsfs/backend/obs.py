@@ -132,7 +132,10 @@ def _transport_error(exc: BaseException, what: str, key: str | None) -> StoreErr
     return TemporaryFailure(f"{what}: {type(exc).__name__}: {exc}", key=key)
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_http_date(value: str | None) -> float:
+    """Cached: objects written in the same second share the string, and parsing it took 11 us,
+    a tenth of the CPU a HEAD costs us (a cold ``ls -l`` of 10,000 parses 10,000)."""
     if not value:
         return 0.0
     try:
@@ -141,6 +144,7 @@ def _parse_http_date(value: str | None) -> float:
         return 0.0
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_listing_date(value: str | None) -> float:
     """Undo the SDK's conversion of listing times to local time.
 

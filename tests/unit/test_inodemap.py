@@ -117,3 +117,19 @@ def test_a_cache_disk_that_refuses_writes_costs_only_persistence(db: Path,
     assert later > max(fresh)
     assert InodeMap(db).number("kept", FILE) == kept
     assert InodeMap(db).number("later2", FILE) > later, "the counter was written again"
+
+
+def test_a_batch_is_numbered_as_one_path_at_a_time_would_be(db: Path) -> None:
+    """``numbers`` (a readdir batch in one SELECT and one INSERT): known paths keep their
+    numbers, a path whose kind changed gets a new one, new paths get new ones, in order."""
+    table = InodeMap(db)
+    kept, replaced = table.number("a", FILE), table.number("b", DIR)
+    table.number("b/inside", FILE)
+    got = table.numbers([("a", FILE), ("b", FILE), ("c", FILE), ("d", DIR)])
+    assert got[0] == kept
+    assert len(set(got) | {replaced}) == 5 and min(got[1:]) > replaced
+    assert got[2:] == sorted(got[2:]), "handed out in the order asked"
+    table.commit()
+    again = InodeMap(db)
+    assert [again.number(p, k) for p, k in (("a", FILE), ("b", FILE), ("c", FILE), ("d", DIR))] == got
+    assert again.path_of(replaced) is None and again.numbers([]) == []
