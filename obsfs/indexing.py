@@ -105,6 +105,8 @@ class AttrIndex:
         self.hidden = hidden
         self._changes: dict[str, _Changes] = {}  # directory key -> changes not yet in its index
         self._scheduled: set[str] = set()  # directories a rewriter task waits for
+        # directory key -> its lock, while a rewrite of it runs or waits: such a rewrite may hold
+        # changes it took from _changes, which flush_all must then wait for
         self._locks: dict[str, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
         store.on_change = self.changed
@@ -225,18 +227,22 @@ class AttrIndex:
 
     async def flush_all(self, deadline: float) -> None:
         """Rewrite every changed directory now (unmount), within ``deadline`` seconds; files
-        written in the last second are taken once it is over (``settled``)."""
+        written in the last second are taken once it is over (``settled``).
+
+        A rewriter task's rewrite already under way has taken its changes out of ``_changes``:
+        it is waited for too (through its lock). Once this returns, the caller stops the writes
+        and cancels the rewriters, which would lose that rewrite's PUT (a delete confirmed just
+        before unmount stayed in the index)."""
         with trio.move_on_after(deadline):
             limiter = trio.CapacityLimiter(8)
 
             async def one(dir_key: str) -> None:
                 async with limiter:
-                    await self._rewrite(dir_key)
+                    await self._rewrite(dir_key)  # after the one under way, if any
 
-            while True:
+            while self._changes or self._locks:
                 async with trio.open_nursery() as nursery:
-                    for dir_key in list(self._changes):
+                    for dir_key in self._changes.keys() | self._locks.keys():
                         nursery.start_soon(one, dir_key)
-                if not self._changes:
-                    return
-                await trio.sleep(SETTLE_WAIT)
+                if self._changes and not self._locks:  # only files waiting for SETTLE are left
+                    await trio.sleep(SETTLE_WAIT)
