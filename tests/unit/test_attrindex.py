@@ -1,23 +1,13 @@
-"""The attribute index's format, where its entries live, when a listing may use one, and its
-rewrites at unmount (obsfs/indexing.py, on a fake store and trio's MockClock)."""
+"""The attribute index's format, where its entries live, and when a listing may use one."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from typing import cast
 
 import pytest
-import trio
-import trio.testing
 
 from obsfs.attrindex import IndexEntry, as_headed, decode, encode, entry_of, index_key, place, settled
-from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
-from obsfs.errors import NotFound, ObsfsError, StoreStopped
-from obsfs.indexing import AttrIndex
-from obsfs.meta import Defaults
-from obsfs.metacache import MetaCache
 
 HEADED = ObjectInfo("pre/d/f", 5, "abc", 1_700_000_000.0, "text/plain",
                     {"mode": "33188", "uid": "1", "gid": "2", "mtime": "1600000000.5", "content-length": "5",
@@ -84,73 +74,3 @@ def test_where_entries_and_indexes_live() -> None:
     assert place("pre/", "pre/d/.volume", frozenset({".volume"})) == ("pre/d/", ".volume"), "reserved at the root only"
     assert index_key("pre/", "pre/d/e/") == "pre/.obsfs-index/d/e/index.json"
     assert index_key("", "") == ".obsfs-index/index.json"
-
-
-class IndexStore:
-    """The part of AsyncStore that AttrIndex uses, holding objects in a dict. A GET of an index
-    waits while ``gate`` is set (a store slow to answer); after ``stop_writing`` a PUT or a
-    DELETE raises StoreStopped, as AsyncStore's do."""
-
-    def __init__(self, objects: dict[str, bytes]) -> None:
-        self.objects = objects
-        self.on_change: Callable[[str, bool], None] | None = None
-        self.gate: trio.Event | None = None
-        self.getting = trio.Event()  # a GET is waiting at the gate
-        self.stopped = False
-
-    async def head_many(self, keys: Sequence[str], deliver: Callable[[str, ObjectInfo | ObsfsError], None], *,
-                        workers: int) -> None:
-        for key in keys:
-            deliver(key, NotFound(key))
-
-    async def get_range(self, key: str, start: int, length: int) -> bytearray:
-        if self.gate is not None:
-            self.getting.set()
-            await self.gate.wait()
-        await trio.sleep(0)
-        if key not in self.objects:
-            raise NotFound(key)
-        return bytearray(self.objects[key][start:start + length])
-
-    async def put_bytes(self, key: str, data: bytes, *, metadata: Mapping[str, str], content_type: str) -> str:
-        if self.stopped:
-            raise StoreStopped(key)
-        self.objects[key] = data
-        return "etag"
-
-    async def delete(self, key: str) -> None:
-        if self.stopped:
-            raise StoreStopped(key)
-        self.objects.pop(key, None)
-
-    def stop_writing(self) -> None:
-        self.stopped = True
-
-
-def test_unmount_waits_for_a_rewrite_already_under_way() -> None:
-    """A delete confirmed just before unmount: the background rewrite has taken the change and is
-    reading the index when the drain starts. flush_all must wait for it, not find nothing pending
-    and let mount.serve stop the writes (its PUT was then refused, and the index kept the entry)."""
-    key = index_key("", "w/")
-    entry = IndexEntry("abc", 5, 1_700_000_000, None, {"mode": "33188"})
-    store = IndexStore({key: encode({"f5": entry, "f6": entry})})
-
-    async def main() -> None:
-        index = AttrIndex(cast(AsyncStore, store), "", defaults=Defaults(uid=0, gid=0),
-                          meta_cache=cast(MetaCache, None), delay=0.1)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(index.run)
-            store.gate = gate = trio.Event()
-            index.changed("w/f6", False)
-            await store.getting.wait()  # the background rewrite is under way
-            async def answer() -> None:
-                await trio.sleep(1.0)
-                gate.set()
-
-            nursery.start_soon(answer)
-            await index.flush_all(30.0)
-            store.stop_writing()  # as mount.serve does next, then cancels the rewriters
-            nursery.cancel_scope.cancel()
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert list(decode(store.objects[key])) == ["f5"]
