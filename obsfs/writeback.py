@@ -6,7 +6,10 @@ chmod, utime, rename" sequence (rsync, editors, git) end in one PUT of the final
 a PUT, three COPYs and a DELETE.
 
 A dispatcher task hands ready nodes through a zero-capacity channel to ``workers`` upload tasks,
-so at most that many uploads run and nothing queues inside the channel. A failed upload stays
+so at most that many uploads run and nothing queues inside the channel. It finds the next node
+in a heap of start times: while uploads lag behind a ``cp -r`` of small files, thousands of
+nodes wait, and a scan of them all for every dispatch made the daemon's CPU grow with the
+square of the backlog. A failed upload stays
 dirty and is retried with a growing delay, for ever: its data is safe in the cache, and dropping
 it would lose acknowledged writes. ``fsync`` waits for the upload of its version and reports its
 failure; writers wait (backpressure) while more than ``max_dirty`` bytes wait for upload.
@@ -14,6 +17,8 @@ failure; writers wait (backpressure) while more than ``max_dirty`` bytes wait fo
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -39,6 +44,11 @@ class WriteBack:
         self.delay = delay
         self.max_dirty = max_dirty
         self._due: dict[Node, float] = {}  # waiting nodes -> trio time they may start
+        # (start, tiebreak, node) for the dispatcher: an entry whose start is no longer the node's
+        # in _due is stale and skipped. A due node taken off while its upload runs is pushed
+        # again when that upload ends (_worker).
+        self._heap: list[tuple[float, int, Node]] = []
+        self._order = itertools.count()
         self._active: set[Node] = set()
         self._bytes: dict[Node, int] = {}  # bytes each waiting or active node will send
         self.queued_bytes = 0  # their sum, kept as it changes: every write() checks it
@@ -92,10 +102,14 @@ class WriteBack:
         """Upload ``node`` after ``delay`` (default: the configured delay), unless already due sooner."""
         start = trio.current_time() + (self.delay if delay is None else delay)
         if node not in self._due or start < self._due[node]:
-            self._due[node] = start
+            self._set_due(node, start)
         if node.staged is not None:
             self._count(node, node.staged.size())
         self._wakeup.set()
+
+    def _set_due(self, node: Node, start: float) -> None:
+        self._due[node] = start
+        heapq.heappush(self._heap, (start, next(self._order), node))
 
     def cancel(self, node: Node) -> None:
         """The file was deleted: nothing to upload any more."""
@@ -129,8 +143,8 @@ class WriteBack:
     async def drain(self, deadline: float) -> list[Node]:
         """Upload everything now; returns the nodes still not uploaded when ``deadline`` passes."""
         now = trio.current_time()
-        for node in self._due:
-            self._due[node] = now
+        for node in list(self._due):
+            self._set_due(node, now)
         self._wakeup.set()
         with trio.move_on_after(deadline):
             while self._due or self._active:
@@ -150,18 +164,32 @@ class WriteBack:
     async def _dispatch(self, send: trio.MemorySendChannel[Node]) -> None:
         async with send:
             while True:
-                now = trio.current_time()
-                ready = [n for n, t in self._due.items() if t <= now and n not in self._active]
-                if not ready:
-                    next_start = min((t for n, t in self._due.items() if n not in self._active), default=math.inf)
+                node = self._next_ready()
+                if node is None:
+                    next_start = self._heap[0][0] if self._heap else math.inf
                     with trio.move_on_at(next_start):
                         await self._wakeup.wait()
                     self._wakeup = trio.Event()
                     continue
-                node = min(ready, key=lambda n: self._due[n])
                 del self._due[node]
                 self._active.add(node)
                 await send.send(node)
+
+    def _next_ready(self) -> Node | None:
+        """The waiting node that is due first, if it may start now; drops stale heap entries and
+        those of nodes whose upload is running (pushed again when it ends). Otherwise the heap's
+        top is the next start time, or it is empty."""
+        heap = self._heap
+        while heap:
+            start, _, node = heap[0]
+            if self._due.get(node) != start or node in self._active:
+                heapq.heappop(heap)
+                continue
+            if start > trio.current_time():
+                return None
+            heapq.heappop(heap)
+            return node
+        return None
 
     async def _worker(self, receive: trio.MemoryReceiveChannel[Node]) -> None:
         async with receive:
@@ -178,6 +206,8 @@ class WriteBack:
                     error = exc
                 finally:
                     self._active.discard(node)
+                    if node in self._due:  # scheduled again meanwhile: its entry was set aside
+                        self._set_due(node, self._due[node])
                 self._last[node] = (version, error, attempt)
                 self.metrics.upload_attempts.labels("failed" if error is not None else "ok").inc()
                 if error is not None:

@@ -198,3 +198,37 @@ def test_cancelled_file_is_not_uploaded() -> None:
         assert uploads == []
 
     run(main)
+
+
+def test_dispatch_order_is_by_start_time_and_skips_running_uploads() -> None:
+    """The dispatcher's heap: the earliest start goes first, whatever the order of the schedule
+    calls, and a node scheduled again while its upload runs waits for that upload, while nodes
+    due after it go ahead on the free worker."""
+    nodes = {name: FakeNode(name) for name in "abc"}
+    order: list[str] = []
+    gate = trio.Event()
+
+    async def upload(n: Any) -> None:
+        order.append(n.path)
+        if len(order) == 1:
+            await gate.wait()
+        n.staged.synced_version = n.staged.version
+
+    async def main() -> None:
+        wb = WriteBack(upload, workers=2, delay=0.5, max_dirty=1 << 30)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(wb.run)
+            wb.schedule(as_node(nodes["a"]), delay=0)
+            await trio.sleep(0.1)
+            wb.schedule(as_node(nodes["b"]), delay=0.3)
+            wb.schedule(as_node(nodes["c"]), delay=0.2)
+            wb.schedule(as_node(nodes["c"]), delay=0.4)  # later than it is already due: no change
+            wb.schedule(as_node(nodes["a"]), delay=0)  # while its upload runs
+            await trio.sleep(1)
+            assert order == ["a", "c", "b"]
+            gate.set()
+            assert await wb.drain(30) == []
+            nursery.cancel_scope.cancel()
+        assert order == ["a", "c", "b", "a"]
+
+    run(main)
