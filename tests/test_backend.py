@@ -21,7 +21,7 @@ import trio
 
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo, ObjectStore, StoreConfig
-from obsfs.backend.obs import ObsStore, bare_etag, classify
+from obsfs.backend.obs import LEAN_PUT_MAX, ObsStore, bare_etag, classify
 from obsfs.errors import (
     AccessDenied,
     BadCredentials,
@@ -564,6 +564,54 @@ def test_connections_the_server_closed(moto: S3Server, proxy: KeepAliveProxy, bu
         store.put_bytes("k", b"y", metadata={}, content_type="text/plain")
     assert proxy.requests[6].startswith(b"PUT ") and len(proxy.requests) == 7
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+    store.close()
+
+
+@pytest.mark.parametrize("signature", ["v2", "v4"])
+def test_small_puts_share_a_connection(moto: S3Server, proxy: KeepAliveProxy, bucket: str, s3: Any,
+                                       tmp_path: Path, signature: str) -> None:
+    """A small file goes out on the thread's keep-alive connection (keepalive.py), with its
+    conditions, and lands as the SDK would store it; a large one still streams through the SDK."""
+    src = tmp_path / "small"
+    src.write_bytes(b"small file")
+    store = through(proxy, moto, bucket, signature=signature)
+    etags = [store.put_file(f"a b/ü+%41-{n}", str(src), metadata=META, content_type="text/x-odd; a=b",
+                            if_none_match=True) for n in range(3)]
+    assert proxy.connections == 1 and [line.split()[0] for line in proxy.requests] == [b"PUT"] * 3
+    got = s3.get_object(Bucket=bucket, Key="a b/ü+%41-0")
+    assert got["Body"].read() == b"small file" and got["Metadata"] == META
+    assert got["ContentType"] == "text/x-odd; a=b" and got["ETag"].strip('"') == etags[0]
+    with pytest.raises(PreconditionFailed):
+        store.put_file("a b/ü+%41-0", str(src), metadata=META, content_type="text/plain", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put_file("a b/ü+%41-0", str(src), metadata=META, content_type="text/plain", if_match="0" * 32)
+    assert store.put_file("a b/ü+%41-0", str(src), metadata={}, content_type="text/plain",
+                          if_match=etags[0]) == etags[0]
+    assert s3.head_object(Bucket=bucket, Key="a b/ü+%41-0")["Metadata"] == {}
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(LEAN_PUT_MAX + 1))
+    store.put_file("big", str(big), metadata=META, content_type="text/plain")
+    assert proxy.connections == 2  # the SDK's own connection, closed after its request
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == big.read_bytes()
+    store.close()
+
+
+def test_a_small_put_is_never_sent_again(moto: S3Server, proxy: KeepAliveProxy, bucket: str, s3: Any,
+                                         tmp_path: Path) -> None:
+    """A PUT that met a connection the server had closed fails as a transport error, sent once:
+    the server may have acted on it, so the caller's retry (and its conflict checks) decide."""
+    src = tmp_path / "src"
+    src.write_bytes(b"new")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"old")
+    store = through(proxy, moto, bucket)
+    assert store.head("k").size == 3  # opens the thread's connection
+    proxy.drop = {2}
+    with pytest.raises(TemporaryFailure):
+        store.put_file("k", str(src), metadata={}, content_type="text/plain")
+    assert [line.split()[0] for line in proxy.requests] == [b"HEAD", b"PUT"]
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"old"
+    store.put_file("k", str(src), metadata={}, content_type="text/plain")  # a new connection
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"new"
     store.close()
 
 

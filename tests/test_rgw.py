@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from obsfs.backend.obs import ObsStore
-from obsfs.errors import AccessDenied
+from obsfs.errors import AccessDenied, BadCredentials
 from tests.conftest import boto_client, store_config
 from tests.gate import KeepAliveProxy
 from tests.mounting import Mounter, fsync_tree
@@ -56,6 +56,40 @@ def test_heads_over_keep_alive_with_each_signature(rgw: S3Server, rgw_bucket: st
         bad = ObsStore(store_config(rgw, endpoint=endpoint, signature=signature, secret_key="not-it"), rgw_bucket)
         with pytest.raises(AccessDenied):  # a HEAD's 403 has no body, hence no error code
             bad.head("ka/ü b+%41")
+        bad.close()
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("signature", ["v2", "v4"])
+def test_small_puts_over_keep_alive_with_each_signature(rgw: S3Server, rgw_bucket: str, tmp_path: Path,
+                                                        signature: str) -> None:
+    """RGW checks the signatures of the PUTs keepalive.py sends for small files, with user
+    metadata and conditions; the proxy shows the connection is reused, and an answer with an
+    error code (a bad key) is read off the same kind of connection."""
+    src = tmp_path / "src"
+    src.write_bytes(b"small")
+    meta = {"mode": "33188", "note": "a b;c/ü'*%41"}
+    proxy = KeepAliveProxy(rgw.port)
+    proxy.start()
+    try:
+        endpoint = f"http://127.0.0.1:{proxy.port}"
+        store = ObsStore(store_config(rgw, endpoint=endpoint, signature=signature), rgw_bucket)
+        etags = [store.put_file(f"kp/ü b+%41-{n}-{signature}", str(src), metadata=meta,
+                                content_type="text/x-odd; a=b", if_none_match=True) for n in range(3)]
+        assert proxy.connections == 1 and len(proxy.requests) == 3
+        got = boto_client(rgw).get_object(Bucket=rgw_bucket, Key=f"kp/ü b+%41-0-{signature}")
+        assert got["Body"].read() == b"small" and got["ETag"].strip('"') == etags[0]
+        assert got["ContentType"] == "text/x-odd; a=b"
+        assert store.head(f"kp/ü b+%41-0-{signature}").metadata == \
+            store.client.headObject(rgw_bucket, f"kp/ü b+%41-0-{signature}", extensionHeaders=store._ext()).header \
+            | {"connection": "keep-alive"}
+        assert store.put_file(f"kp/ü b+%41-0-{signature}", str(src), metadata={}, content_type="text/plain",
+                              if_match=etags[0]) == etags[0]
+        store.close()
+        bad = ObsStore(store_config(rgw, endpoint=endpoint, signature=signature, secret_key="not-it"), rgw_bucket)
+        with pytest.raises(BadCredentials, match="secret key does not match"):  # the code, from the body
+            bad.put_file("kp/refused", str(src), metadata={}, content_type="text/plain")
         bad.close()
     finally:
         proxy.stop()
