@@ -9,10 +9,10 @@ A dispatcher task hands ready nodes through a zero-capacity channel to ``workers
 so at most that many uploads run and nothing queues inside the channel. It finds the next node
 in a heap of start times: while uploads lag behind a ``cp -r`` of small files, thousands of
 nodes wait, and a scan of them all for every dispatch made the daemon's CPU grow with the
-square of the backlog. A failed upload stays
-dirty and is retried with a growing delay, for ever: its data is safe in the cache, and dropping
-it would lose acknowledged writes. ``fsync`` waits for the upload of its version and reports its
-failure; writers wait (backpressure) while more than ``max_dirty`` bytes wait for upload.
+square of the backlog. A failed upload stays dirty and is retried with a growing delay, for
+ever: its data is safe in the cache, and dropping it would lose acknowledged writes. ``fsync``
+waits for the upload of its version and reports its failure; writers wait (backpressure) while
+more than ``max_dirty`` bytes wait for upload.
 """
 
 from __future__ import annotations

@@ -335,8 +335,8 @@ class ObsStore(ObjectStore):
                  if_match: str | None = None, if_none_match: bool = False) -> str:
         _check_key(key)
         with open(path, "rb") as stream:
-            body = stream.read(LEAN_PUT_MAX + 1)
-        if len(body) <= LEAN_PUT_MAX:
+            body = stream.read() if os.fstat(stream.fileno()).st_size <= LEAN_PUT_MAX else None
+        if body is not None:
             # Not through the SDK: cp -r of small files is one PUT each, and keepalive.py makes
             # each cost a third of the SDK's CPU and no new connection.
             reply = self._call(f"PUT {key}", key, functools.partial(
