@@ -81,7 +81,7 @@ class Drain:
     ``on_request``) terminates the loop there. Handlers already running finish and reply on the
     clone, ``pyfuse3.main()`` returns, and requests never read stay in the kernel's queue for
     the next daemon. A request is needed to get there: ``request`` makes one (an idle mount
-    would never send one), a lookup that the filesystem refuses without the store; if this
+    would never send one), a statfs, which the filesystem answers without the store; if this
     daemon does not read it, the next one answers it.
     """
 
