@@ -126,11 +126,14 @@ def run_all(args: argparse.Namespace, profile: Profile, workdir: Path, results: 
                 order = running[turn:] + running[:turn]
                 log.info("== run %d of %d: %s", run, profile.runs, ", ".join(order))
                 session = Session(fx, results, run, args.workloads)
-                for name in order:
-                    if name == SDK:
-                        session.sdk()
-                    else:
-                        session.fuse(peers[name])
+                try:
+                    for name in order:
+                        if name == SDK:
+                            session.sdk()
+                        else:
+                            session.fuse(peers[name])
+                finally:
+                    session.finish()
         finally:
             store.close()
 

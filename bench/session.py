@@ -71,6 +71,8 @@ class Session:
         self.workloads = workloads  # the groups to run; the others' rows stay "n/a"
         self.peak_kib = 0
         self._indexed: ObsfsIndexedPeer | None = None
+        self.owned_prefix = f"lsown-{run}/"
+        self._owned: bool | None = None  # the ls_own directory: not tried, being written or failed, written
 
     def attempt(self, peer: str, group: str, work: Callable[[], None]) -> None:
         """Run one group; a failure of the peer is recorded and the bench goes on with the next group."""
@@ -256,32 +258,47 @@ class Session:
             self._indexed = ObsfsIndexedPeer(like.endpoint, like.bucket, like.workdir, like.hang_guard)
         return self._indexed
 
+    def owned_dir(self, like: Peer) -> str:
+        """The ``ls_own`` directory of this run, written through obsfs with ``-o attr_index`` by
+        the first peer that needs it. Every peer of the run lists the same one, as they all list the
+        same ``ls`` directory: writing 10,000 files anew for each peer cost a minute a peer."""
+        prefix = self.owned_prefix
+        if self._owned:
+            return prefix
+        if self._owned is not None:
+            raise BenchError(f"writing {prefix} through obsfs failed earlier in this run; see the log")
+        count, writer = self.fx.profile.ls_objects, self.indexed(like)
+        self._owned = False  # until written: later peers are told, and finish() cleans up
+        with writer.mounted() as mount:
+            start = time.perf_counter()
+            write_owned(mount.path / prefix.rstrip("/"), flat_names(count), LISTED)
+            writer.unmount(mount)  # uploads, then writes the index
+            log.info("run %d: %d files written through obsfs with attr_index in %.1f s", self.run, count,
+                     time.perf_counter() - start)
+        self._owned = True
+        return prefix
+
+    def finish(self) -> None:
+        """Delete what the run's workloads shared."""
+        if self._owned is not None:
+            self.cleanup(self.owned_prefix, f"{INDEX_DIR}/{self.owned_prefix}")
+            self._owned = None
+
     def fuse_ls_own(self, peer: Peer) -> None:
         """Issue #16.2: cold ``ls -l`` of a directory that obsfs wrote (``-o attr_index``, files
         with LISTED's attributes set before close), by ``peer`` on a fresh mount; obsfs lists it
         with the option too. s3fs and rclone see the same objects as in any tree obsfs wrote."""
         name, count = peer.name, self.fx.profile.ls_objects
-        prefix = self.prefix("lsown", name)
-        writer = self.indexed(peer)
-        try:
-            with writer.mounted() as mount:
-                start = time.perf_counter()
-                write_owned(mount.path / prefix.rstrip("/"), flat_names(count), LISTED)
-                writer.unmount(mount)  # uploads, then writes the index
-                log.info("%s run %d: %d files written through obsfs with attr_index in %.1f s", name, self.run,
-                         count, time.perf_counter() - start)
-            lister = writer if isinstance(peer, ObsfsPeer) else peer
-            with lister.mounted() as mount:
-                drop_caches()
-                before = mount.cpu()
-                cold = ls_long(mount.path / prefix.rstrip("/"), count, LISTED, peer.honors)
-                cpu = mount.cpu() - before
-            self.results.add(name, "ls_own_cold", cold)
-            self.results.add(name, "ls_own_cpu", cpu)
-            log.info("%s run %d: ls -l of what obsfs wrote, cold %.2f s (daemon CPU %.2f s)", name, self.run,
-                     cold, cpu)
-        finally:
-            self.cleanup(prefix, f"{INDEX_DIR}/{prefix}")
+        prefix = self.owned_dir(peer)
+        lister = self.indexed(peer) if isinstance(peer, ObsfsPeer) else peer
+        with lister.mounted() as mount:
+            drop_caches()
+            before = mount.cpu()
+            cold = ls_long(mount.path / prefix.rstrip("/"), count, LISTED, peer.honors)
+            cpu = mount.cpu() - before
+        self.results.add(name, "ls_own_cold", cold)
+        self.results.add(name, "ls_own_cpu", cpu)
+        log.info("%s run %d: ls -l of what obsfs wrote, cold %.2f s (daemon CPU %.2f s)", name, self.run, cold, cpu)
 
     def fuse_tree(self, peer: Peer) -> None:
         try:
