@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from csi.errors import InvalidArgument
 from csi.naming import bucket_problem
 from csi.pathpattern import VolumePath, check_pattern, parse_root
-from obsfs.options import ALIASES, KERNEL_FLAGS, PARSERS, split_options
+from obsfs.options import ALIASES, KERNEL_FLAGS, PARSERS, split_options, switch_value
 
 SHARED_BUCKET = "bucket"
 ROOT_PREFIX = "prefix"  # where in the shared bucket the volumes go
@@ -30,7 +30,7 @@ CO_KEY_PREFIXES = ("csi.storage.k8s.io/", "storage.kubernetes.io/")
 MOUNT_OPTIONS = frozenset({
     "uid", "gid", "umask", "stat_cache_expire", "max_stat_cache_size", "entry_timeout", "attr_timeout",
     "negative_timeout", "dbglevel", "multipart_size", "parallel_count", "deadline", "write_deadline",
-    "readwrite_timeout",
+    "readwrite_timeout", "attr_index", "keeper",
 })
 
 
@@ -72,8 +72,12 @@ def parse_parameters(parameters: Mapping[str, str], what: str = "StorageClass pa
 
 
 def _mount_option(key: str, value: str, what: str, also_allowed: str = "") -> tuple[str, str]:
-    """``key`` under its canonical name, if it is on the allow-list and ``value`` parses."""
+    """``key`` under its canonical name, if it is on the allow-list and ``value`` parses; a
+    yes/no option may come as ``NAME`` or ``noNAME`` with no value."""
     name = ALIASES.get(key, key)
+    switch = None if value else switch_value(name)
+    if switch is not None:
+        name, value = switch
     if name not in MOUNT_OPTIONS:
         raise InvalidArgument(f"unknown {what} {key!r}; allowed: {also_allowed}{', '.join(sorted(MOUNT_OPTIONS))}")
     try:

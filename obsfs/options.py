@@ -219,6 +219,17 @@ PARSERS: dict[str, Callable[[str | None], Any]] = {
 ALIASES = {"endpoint_url": "url", "use_cache": "cache_dir", "connect_timeout": "readwrite_timeout",
            "sigv": "signature"}
 assert set(PARSERS) == {f.name for f in fields(MountOptions)} - {"kernel_flags"}
+# Yes/no options: NAME alone means yes and noNAME means no, as mount(8) reads noatime.
+SWITCHES = frozenset(name for name, parser in PARSERS.items() if parser is _bool)
+
+
+def switch_value(item: str) -> tuple[str, str] | None:
+    """``NAME`` or ``noNAME`` of a yes/no option as (NAME, "true" or "false"); None for anything else."""
+    if item in SWITCHES:
+        return item, "true"
+    if item.startswith("no") and item[2:] in SWITCHES:
+        return item[2:], "false"
+    return None
 
 
 def split_options(text: str) -> list[str]:
@@ -254,8 +265,9 @@ def parse_options(option_strings: list[str]) -> MountOptions:
                 continue
             name, has_value, value = item.partition("=")
             name = ALIASES.get(name, name)
-            if not has_value and name.startswith("no") and PARSERS.get(name[2:]) is _bool:
-                name, has_value, value = name[2:], "=", "false"  # as mount(8)'s noatime: noNAME is NAME=false
+            switch = None if has_value else switch_value(name)
+            if switch is not None:
+                (name, value), has_value = switch, "="
             if name in KERNEL_FLAGS and not has_value:
                 if name != "rw":
                     opts.kernel_flags.append(name)

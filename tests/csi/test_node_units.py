@@ -91,6 +91,15 @@ def test_records_round_trip_and_hold_no_keys(tmp_path: Path) -> None:
 def test_mount_flags() -> None:
     assert parse_mount_flags(["noatime", "uid=1000,attr_timeout=5"]) == (
         {"uid": "1000", "attr_timeout": "5"}, ("noatime",))
-    for bad in ("ro", "allow_other", "cache_dir=/tmp", "uid=root"):
-        with pytest.raises(InvalidArgument, match="mount option"):
+    for bad in ("ro", "allow_other", "noallow_other", "cache_dir=/tmp", "uid=root", "attr_index=maybe"):
+        with pytest.raises(InvalidArgument, match=f"mount option '{bad.split('=')[0]}'"):
             parse_mount_flags([bad])
+
+
+def test_yes_no_mount_flags_come_bare_or_negated() -> None:
+    """As mount(8) reads noatime: the StorageClass's mountOptions can say ``attr_index`` or
+    ``nokeeper``, and the daemon's parser reads what the node passes on the same way."""
+    options, plain = parse_mount_flags(["attr_index,nokeeper", "noatime"])
+    assert options == {"attr_index": "true", "keeper": "false"} and plain == ("noatime",)
+    parsed = parse_options([",".join(f"{name}={value}" for name, value in options.items())])
+    assert parsed.attr_index is True and parsed.keeper is False
