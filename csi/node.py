@@ -559,8 +559,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         problems = []
         if (problem := self.mounter.probe(path)) is not None:
             problems.append(f"{path}: {problem}")
-        if self.mounter.daemon_alive(record.staging_path) is False:
-            problems.append(f"the obsfs daemon of {record.staging_path} is not running")
+            # Only a mount that does not answer needs its daemon looked up: one that answers has
+            # one, even while a keeper's new daemon has yet to write its pid.
+            if self.mounter.daemon_alive(record.staging_path) is False:
+                problems.append(f"the obsfs daemon of {record.staging_path} is not running")
         if problems:
             problems.append("NodeStageVolume mounts it again, NodePublishVolume re-binds the pods' targets")
         usage = self._usage.get(volume_id, lambda: self._measure(record, context))

@@ -79,6 +79,15 @@ def test_a_killed_daemon_is_reported_and_mounted_again(node_env: NodeEnv, s3: An
     assert condition(kubelet, bucket, target).abnormal  # the pod's bind still holds the dead mount
     assert kubelet.publish(bucket, "pod") == target  # ... until it is published again
     assert not condition(kubelet, bucket, target).abnormal
+    # A keeper's restart gap: the next daemon answers before it has written its pid. A mount that
+    # answers is healthy, whatever a pid file says.
+    pid_file = state_file(staging, "pid")
+    current = pid_file.read_text()
+    pid_file.write_text(str(2**22 + 1))  # above the kernel's PID_MAX_LIMIT: nobody's
+    try:
+        assert not condition(kubelet, bucket, target).abnormal
+    finally:
+        pid_file.write_text(current)
     assert Path(target, "uploaded.txt").read_text() == "fsynced before the crash"
     assert Path(target, "acknowledged.txt").read_text() == "closed, maybe not uploaded, before the crash"
 
