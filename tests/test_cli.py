@@ -82,15 +82,32 @@ def daemon_pid(mountpoint: Path) -> int:
     return int(state_file(str(mountpoint), "pid").read_text())
 
 
-def test_the_daemon_is_forked_not_started_again(mounter: Mounter, moto: S3Server, bucket: str) -> None:
-    """Without a keeper, the daemon is ``obsfs mount`` itself, forked: it still runs the command
-    line it was given. A second interpreter (the slow start) would need one of its own, with -f."""
-    mnt = mounter.mount(moto, bucket, "nokeeper")
+def _argv_of(pid: int) -> list[str]:
+    return [arg.decode() for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("keeper", [False, True], ids=["nokeeper", "keeper"])
+def test_the_daemon_is_forked_not_started_again(mounter: Mounter, moto: S3Server, bucket: str, keeper: bool) -> None:
+    """The daemon that first serves is ``obsfs mount`` itself, forked: it still runs the command
+    line it was given. A second interpreter (the slow start: about 0.1 s of its own, plus the
+    imports this command already made) would need one of its own, with -f. With a keeper (the
+    default), the command forks it before it becomes the keeper, a fresh and small image
+    (``python -m obsfs.keeper``) whose child the daemon then is: the daemon imports the filesystem
+    while the keeper starts and mounts, instead of after."""
+    mnt = mounter.mount(moto, bucket, *([] if keeper else ["nokeeper"]))
     argv = [*OBSFS, "mount", bucket, str(mnt.path)]
     for option in mnt.options:
         argv += ["-o", option]
-    cmdline = Path(f"/proc/{daemon_pid(mnt.path)}/cmdline").read_bytes().split(b"\0")[:-1]
-    assert [arg.decode() for arg in cmdline] == argv
+    daemon = daemon_pid(mnt.path)
+    assert _argv_of(daemon) == argv
+    if keeper:
+        keeper_pid = int(state_file(str(mnt.path), "keeper").read_text())
+        assert _argv_of(keeper_pid)[1:3] == ["-m", "obsfs.keeper"]
+        assert _parent_of(daemon) == keeper_pid
 
 
 def test_mount_leaves_the_filesystem_to_the_process_that_serves(mounter: Mounter, moto: S3Server,
