@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,6 +123,21 @@ def test_mount_leaves_the_filesystem_to_the_process_that_serves(mounter: Mounter
                 if line.startswith("import time:")}
     assert "obsfs.cli" in imported
     assert not {"pyfuse3", "trio", "obs", "obsfs.mount"} & imported
+
+
+def test_the_mount_answers_before_the_sdk_is_imported(mounter: Mounter, moto: S3Server, bucket: str,
+                                                      s3: Any) -> None:
+    """The SDK (requests, urllib3, pycryptodome: about 0.1 s of imports, half of a daemon's) is
+    not needed for the bucket check, the root's listing or a stat: keepalive.py sends those, so
+    the daemon imports it when a call first needs it (here a read), after the mount answers.
+    pycryptodome's libraries in the daemon's memory map show whether it has been imported."""
+    s3.put_object(Bucket=bucket, Key="f", Body=b"data")
+    mnt = mounter.mount(moto, bucket)
+    maps = Path(f"/proc/{daemon_pid(mnt.path)}/maps")
+    assert os.listdir(mnt.path) == ["f"] and os.stat(mnt.path / "f").st_size == 4
+    assert "/Crypto/" not in maps.read_text()
+    assert (mnt.path / "f").read_bytes() == b"data"
+    assert "/Crypto/" in maps.read_text()
 
 
 def test_sigterm_flushes_unmounts_and_exits_zero(mounter: Mounter, moto: S3Server, bucket: str, s3: object) -> None:
