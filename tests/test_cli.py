@@ -114,7 +114,7 @@ def test_the_daemon_is_forked_not_started_again(mounter: Mounter, moto: S3Server
 def test_mount_leaves_the_filesystem_to_the_process_that_serves(mounter: Mounter, moto: S3Server,
                                                                 bucket: str) -> None:
     """A default mount runs three programs: ``obsfs mount``, the keeper and the daemon. Only the
-    daemon may import pyfuse3, trio and the SDK (half a second): were the command to import them
+    daemon may import pyfuse3, trio and the SDK (0.2 s): were the command to import them
     too, before it becomes the keeper, every mount would pay for them twice."""
     result, _ = mounter.run(moto, bucket, None, env=dict(os.environ, PYTHONPROFILEIMPORTTIME="1"))
     assert result.returncode == 0, result.stderr
