@@ -250,7 +250,8 @@ class _Slot:
 
 
 class HeadClient:
-    """Sends HEADs and small PUTs for one bucket; shared by all threads, each on its own connection."""
+    """Sends HEADs, small PUTs and listings for one bucket; shared by all threads, each on its own
+    connection (a listing on one of its own)."""
 
     def __init__(self, signer: Signer, bucket: str, *, negotiate: bool, address: tuple[str, int],
                  tls: ssl.SSLContext | None, timeout: float) -> None:
