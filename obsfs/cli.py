@@ -5,12 +5,13 @@ mount.fuse3 runs the helper of a ``fuse.obsfs`` fstab line or ``mount -t fuse.ob
 
 Without ``-f`` the command forks into its own session and returns 0 only once the daemon has
 proved the mount answers; any failure before that is printed as one line, with the exit code
-below. The forked child becomes the keeper (the default, ``docs/survival.md``), which starts the
-daemon as a fresh interpreter, or, with ``-o nokeeper``, the daemon itself. Either way the
-filesystem's modules (pyfuse3, trio, the SDK: about 0.5 s) are imported once, by the process that
-serves: this one imports only what deciding needs (``obsfs/runtime.py``). Credentials never
-reach a daemon through argv or env: a daemon that has to start afresh (a keeper's, or one whose
-environment held keys) reads them from an inherited pipe.
+below. The forked child becomes the keeper (the default, ``docs/survival.md``), after forking
+the first daemon, or, with ``-o nokeeper``, the daemon itself. Either way the filesystem's
+modules (pyfuse3, trio and our own: about 0.1 s; the SDK, 0.1 s more, once a call needs it) are
+imported once, by the process that serves: this one imports only what deciding needs
+(``obsfs/runtime.py``). Credentials never reach a daemon through argv or env: a daemon that has
+to start afresh (one the keeper starts later, or one whose environment held keys) reads them
+from an inherited pipe.
 
 ``obsfs upgrade`` moves a mount that has a keeper (the default) to the obsfs installed now
 (docs/survival.md).
@@ -22,6 +23,7 @@ Exit codes: 0 ok; 1 other failure; 2 bad usage, options, credentials file or mou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import faulthandler
 import json
 import logging
@@ -179,7 +181,7 @@ def mount(args: argparse.Namespace) -> int:
 
 def run_daemon(args: argparse.Namespace, spec: MountSpec, creds: Credentials) -> int:
     if keeper_wanted(spec.options, args.foreground) and not args.keeper_socket:
-        exec_keeper(args, spec, creds)
+        return become_keeper(args, spec, creds)
     if not args.foreground and SECRET_ENV_NAMES & os.environ.keys():
         # /proc/PID/environ shows the environment this process was exec'd with, whatever
         # os.environ says now: a daemon that must not show keys there needs an exec of its own.
@@ -212,22 +214,46 @@ def exec_daemon(args: argparse.Namespace, spec: MountSpec, creds: Credentials) -
     os.execve(sys.executable, argv, {k: v for k, v in os.environ.items() if k not in SECRET_ENV_NAMES})
 
 
-def exec_keeper(args: argparse.Namespace, spec: MountSpec, creds: Credentials) -> None:
+def become_keeper(args: argparse.Namespace, spec: MountSpec, creds: Credentials) -> int:
     """Become the keeper of this mount (``python -m obsfs.keeper``, without pyfuse3 loaded); it
-    mounts, then runs this command again, with ``--keeper-socket``, as the daemon it supervises."""
+    mounts and supervises the daemon, which serves with ``--keeper-socket``.
+
+    The first daemon is a fork of this command, made before the exec: it needs no interpreter
+    start and no second import of this module, and it imports the filesystem while the keeper
+    starts and mounts (it connects to the socket made here, and waits there until the keeper has
+    the INIT). That is the mount's critical path, so it starts first; the keeper stays a fresh,
+    small image. Only the daemons the keeper starts later (after a crash, a handover) run this
+    command again, as a program: they must be the obsfs installed then. A fork keeps this
+    process's environment, so with keys in it (``SECRET_ENV_NAMES``) the keeper starts the first
+    daemon that way too. Returns only in the forked daemon, with its exit code."""
     sock = str(state_path(spec.mountpoint, "sock"))
+    os.umask(0o077)
+    first: list[str] = []
+    if args.ready_fd is not None and not SECRET_ENV_NAMES & os.environ.keys():
+        listener = keeper.listen(sock)
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            os.close(ready_r)
+            os.close(args.ready_fd)  # the keeper tells the command; the daemon tells the keeper
+            return run_foreground(dataclasses.replace(spec, keeper_socket=sock), creds, ready_w)
+        os.close(ready_w)
+        for fd in (listener.fileno(), ready_r):
+            os.set_inheritable(fd, True)
+        first = ["--listen-fd", str(listener.detach()), "--first-daemon", str(pid),
+                 "--first-daemon-ready-fd", str(ready_r)]
     daemon = daemon_argv(args, spec, "--keeper-socket", sock)
     cred_r = credentials_pipe(creds)
     argv = [sys.executable, "-m", "obsfs.keeper", "--mountpoint", spec.mountpoint,
             "--options", "\n".join(keeper_mount_options(spec)), "--socket", sock,
-            "--pidfile", str(state_path(spec.mountpoint, "keeper")), "--credentials-fd", str(cred_r)]
+            "--pidfile", str(state_path(spec.mountpoint, "keeper")), "--credentials-fd", str(cred_r), *first]
     if args.ready_fd is not None:
         argv += ["--ready-fd", str(args.ready_fd)]
     if spec.options.logfile:
         argv += ["--logfile", spec.options.logfile]
     if args.ready_fd is not None:
         os.set_inheritable(args.ready_fd, True)
-    os.umask(0o077)
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_NAMES}
     os.execve(sys.executable, [*argv, "--", *daemon], env)
 
@@ -279,9 +305,10 @@ def fork_daemon(args: argparse.Namespace) -> tuple[int, int]:
     """Fork the keeper or the daemon, detached in its own session: in the parent, its pid and the
     read end of its readiness pipe; in the child, 0 (``args`` then names the pipe's write end).
 
-    Forking, not starting a program, is what makes a mount without a keeper quick: its daemon
-    needs no interpreter start of its own. It is safe because nothing has started a thread yet
-    (no trio run, no SDK client): a fork copies only the calling thread.
+    Forking, not starting a program, is what makes a mount quick: its daemon needs no
+    interpreter start of its own (``become_keeper`` forks the first daemon of a keeper mount from
+    the child). It is safe because nothing has started a thread yet (no trio run, no SDK client):
+    a fork copies only the calling thread.
     """
     if threading.active_count() != 1:
         raise RuntimeError(f"obsfs mount cannot fork its daemon: threads are running ({threading.enumerate()})")

@@ -10,9 +10,11 @@ first answer is written to the device and completes the kernel's handshake; ever
 be byte-identical (the kernel keeps what the first negotiated), or that daemon is refused.
 
 The keeper is off the data path, stdlib only, and never imports pyfuse3: the process that must
-not die stays small. It starts the daemon as its child and starts it again when it dies
-abnormally. It exits when the mount is gone, or when the daemon exits cleanly (``obsfs umount``:
-the daemon flushes and unmounts).
+not die stays small. The first daemon is forked by ``obsfs mount`` before that command becomes
+the keeper (``cli.become_keeper``), so it is the keeper's child from the start; the keeper starts
+the next one, as a program of its own, when it dies abnormally or hands over. It exits when the
+mount is gone, or when the daemon exits cleanly (``obsfs umount``: the daemon flushes and
+unmounts).
 
 Mounting goes through ``fusermount3`` with ``_FUSE_COMMFD``, as root too. That is the path libfuse
 itself takes without privileges, so root and non-root mounts are made by one piece of code (no
@@ -405,6 +407,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--logfile")
     parser.add_argument("--adopt", help="JSON state from this keeper's previous image (SIGUSR2)")
+    parser.add_argument("--listen-fd", type=int, help="the socket, already listening (else made at --socket)")
+    parser.add_argument("--first-daemon", type=int, metavar="PID",
+                        help="the first daemon, already started as this process's child (obsfs mount forked it)")
+    parser.add_argument("--first-daemon-ready-fd", type=int, metavar="FD", help="where that daemon's verdict comes")
     parser.add_argument("daemon", nargs=argparse.REMAINDER, help="-- the daemon's argv")
     return parser
 
@@ -447,6 +453,14 @@ def generation_of(pid: int) -> int:
     return Carried.loads(argv[argv.index("--adopt") + 1]).generation if "--adopt" in argv else 0
 
 
+def first_daemon(pid: int, ready: int) -> Daemon:
+    """The daemon ``obsfs mount`` forked before it became this keeper: a fork of the command
+    needs no interpreter start or imports of its own, and it imports the filesystem while this
+    keeper starts and mounts. It is already this process's child (a pid survives exec)."""
+    os.set_inheritable(ready, False)
+    return Daemon(pid, ready, time.monotonic(), os.pidfd_open(pid))
+
+
 def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()
     args = _parser().parse_args(argv)
@@ -460,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     own = ["--mountpoint", args.mountpoint, "--options", args.options, "--socket", args.socket,
            "--pidfile", args.pidfile, *(["--logfile", args.logfile] if args.logfile else [])]
     carried = Carried.loads(args.adopt) if args.adopt else None
+    daemon: Daemon | None = None
     if carried is not None:
         keeper, daemon = adopt(carried, daemon_argv, secret, own)
         announce = None if carried.announce < 0 else carried.announce
@@ -467,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         announce = args.ready_fd
         if announce is not None:
             os.set_inheritable(announce, False)  # for the keeper only, not for its daemons
+        if args.first_daemon:
+            daemon = first_daemon(args.first_daemon, args.first_daemon_ready_fd)
         try:
             device = mount(args.mountpoint, args.options.split("\n"))
             record = InitRecord(read_init(device))
@@ -474,8 +491,16 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s", exc)
             if announce is not None:
                 tell(announce, f"ERR 2 {exc}\n".encode())
+            if daemon is not None:  # it has nothing to serve; nothing it did before attaching needs a flush
+                daemon.send(signal.SIGKILL)
+                daemon.reap()
             return 2
-        keeper, daemon = Keeper(device, record, listen(args.socket), daemon_argv, secret, own), None
+        if args.listen_fd is not None:
+            os.set_inheritable(args.listen_fd, False)
+            listener = socket.socket(fileno=args.listen_fd)
+        else:
+            listener = listen(args.socket)
+        keeper = Keeper(device, record, listener, daemon_argv, secret, own)
     signal.set_wakeup_fd(keeper.wake_w)
     for signum in SIGNALS:
         signal.signal(signum, lambda *_: None)
@@ -483,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.pidfile, "w") as stream:
         stream.write(str(os.getpid()))
     try:
-        if carried is None:
+        if daemon is None and carried is None:
             daemon = keeper.start()
         code = keeper.run(announce, daemon, None if carried is None else carried.restart_at)
         if keeper.stopping and connected(keeper.device):

@@ -1,9 +1,10 @@
 """What every ``obsfs`` command needs before it knows which process it will become: the mount
 point's check, the state files in the runtime dir, and the options a mount is made with.
 
-Nothing here imports pyfuse3, trio or the SDK (together about half a second of imports). A
-default mount becomes the keeper (stdlib only), which starts the daemon as a fresh interpreter:
-were ``obsfs mount`` to import the filesystem first, that mount would pay for the imports twice.
+Nothing here imports pyfuse3, trio or the SDK (together about 0.2 s of imports). A default mount
+forks its first daemon, which imports them, and becomes the keeper (stdlib only, a fresh image
+that must stay small): were ``obsfs mount`` to import the filesystem first, the keeper would
+carry it, and the imports could not overlap the keeper's start and mount.
 ``obsfs umount`` and ``obsfs status`` need none of them either, and neither does the CSI node.
 """
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,21 +83,38 @@ def daemon_pid(mountpoint: Path) -> int:
     return int(state_file(str(mountpoint), "pid").read_text())
 
 
-def test_the_daemon_is_forked_not_started_again(mounter: Mounter, moto: S3Server, bucket: str) -> None:
-    """Without a keeper, the daemon is ``obsfs mount`` itself, forked: it still runs the command
-    line it was given. A second interpreter (the slow start) would need one of its own, with -f."""
-    mnt = mounter.mount(moto, bucket, "nokeeper")
+def _argv_of(pid: int) -> list[str]:
+    return [arg.decode() for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("keeper", [False, True], ids=["nokeeper", "keeper"])
+def test_the_daemon_is_forked_not_started_again(mounter: Mounter, moto: S3Server, bucket: str, keeper: bool) -> None:
+    """The daemon that first serves is ``obsfs mount`` itself, forked: it still runs the command
+    line it was given. A second interpreter (the slow start: about 0.1 s of its own, plus the
+    imports this command already made) would need one of its own, with -f. With a keeper (the
+    default), the command forks it before it becomes the keeper, a fresh and small image
+    (``python -m obsfs.keeper``) whose child the daemon then is: the daemon imports the filesystem
+    while the keeper starts and mounts, instead of after."""
+    mnt = mounter.mount(moto, bucket, *([] if keeper else ["nokeeper"]))
     argv = [*OBSFS, "mount", bucket, str(mnt.path)]
     for option in mnt.options:
         argv += ["-o", option]
-    cmdline = Path(f"/proc/{daemon_pid(mnt.path)}/cmdline").read_bytes().split(b"\0")[:-1]
-    assert [arg.decode() for arg in cmdline] == argv
+    daemon = daemon_pid(mnt.path)
+    assert _argv_of(daemon) == argv
+    if keeper:
+        keeper_pid = int(state_file(str(mnt.path), "keeper").read_text())
+        assert _argv_of(keeper_pid)[1:3] == ["-m", "obsfs.keeper"]
+        assert _parent_of(daemon) == keeper_pid
 
 
 def test_mount_leaves_the_filesystem_to_the_process_that_serves(mounter: Mounter, moto: S3Server,
                                                                 bucket: str) -> None:
     """A default mount runs three programs: ``obsfs mount``, the keeper and the daemon. Only the
-    daemon may import pyfuse3, trio and the SDK (half a second): were the command to import them
+    daemon may import pyfuse3, trio and the SDK (0.2 s): were the command to import them
     too, before it becomes the keeper, every mount would pay for them twice."""
     result, _ = mounter.run(moto, bucket, None, env=dict(os.environ, PYTHONPROFILEIMPORTTIME="1"))
     assert result.returncode == 0, result.stderr
@@ -105,6 +123,21 @@ def test_mount_leaves_the_filesystem_to_the_process_that_serves(mounter: Mounter
                 if line.startswith("import time:")}
     assert "obsfs.cli" in imported
     assert not {"pyfuse3", "trio", "obs", "obsfs.mount"} & imported
+
+
+def test_the_mount_answers_before_the_sdk_is_imported(mounter: Mounter, moto: S3Server, bucket: str,
+                                                      s3: Any) -> None:
+    """The SDK (requests, urllib3, pycryptodome: about 0.1 s of imports, half of a daemon's) is
+    not needed for the bucket check, the root's listing or a stat: keepalive.py sends those, so
+    the daemon imports it when a call first needs it (here a read), after the mount answers.
+    pycryptodome's libraries in the daemon's memory map show whether it has been imported."""
+    s3.put_object(Bucket=bucket, Key="f", Body=b"data")
+    mnt = mounter.mount(moto, bucket)
+    maps = Path(f"/proc/{daemon_pid(mnt.path)}/maps")
+    assert os.listdir(mnt.path) == ["f"] and os.stat(mnt.path / "f").st_size == 4
+    assert "/Crypto/" not in maps.read_text()
+    assert (mnt.path / "f").read_bytes() == b"data"
+    assert "/Crypto/" in maps.read_text()
 
 
 def test_sigterm_flushes_unmounts_and_exits_zero(mounter: Mounter, moto: S3Server, bucket: str, s3: object) -> None:

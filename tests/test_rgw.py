@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from obsfs.backend.base import ListPage
 from obsfs.backend.obs import ObsStore
-from obsfs.errors import AccessDenied, BadCredentials
+from obsfs.errors import AccessDenied, BadCredentials, BucketNotFound
 from tests.conftest import boto_client, store_config
 from tests.gate import KeepAliveProxy
 from tests.mounting import Mounter, fsync_tree
@@ -94,6 +95,49 @@ def test_small_puts_over_keep_alive_with_each_signature(rgw: S3Server, rgw_bucke
         bad.close()
     finally:
         proxy.stop()
+
+
+def list_pages(store: ObsStore, prefix: str, delimiter: str | None) -> list[ListPage]:
+    pages = [store.list(prefix, delimiter, None, max_keys=2)]
+    while pages[-1].next_marker is not None:
+        pages.append(store.list(prefix, delimiter, pages[-1].next_marker, max_keys=2))
+    return pages
+
+
+@pytest.mark.parametrize("signature", ["v2", "v4"])
+def test_listings_read_what_the_sdk_reads(rgw: S3Server, rgw_bucket: str, signature: str) -> None:
+    """Listings go without the SDK (keepalive.py, signed here): RGW checks the signatures, with
+    odd keys in the prefix and the marker, and each page says what the SDK's says of it."""
+    keys = ["ls/ü b+%41/x", "ls/ü b+%41/y&<z>", "ls/a~b=c?d#e", "ls/plain", "ls/sub/deep/f", "ls/\u00e9t\u00e9"]
+    for key in keys:
+        boto_client(rgw).put_object(Bucket=rgw_bucket, Key=key, Body=key.encode())
+    store = ObsStore(store_config(rgw, signature=signature), rgw_bucket)
+    try:
+        cases = [("ls/", "/"), ("ls/ü b+%41/", "/"), ("ls/", None)]
+        pages = {case: list_pages(store, *case) for case in cases}
+        store.check_access("ls/")
+        assert store._client is None  # no SDK client was made for any of that
+        for (prefix, delimiter), ours in pages.items():
+            marker = None
+            for page in ours:
+                sdk = store.client.listObjects(rgw_bucket, prefix=prefix, marker=marker, max_keys=2,
+                                               delimiter=delimiter, extensionHeaders=store._ext())
+                assert sdk.status == 200
+                assert [(o.key, o.size, o.etag) for o in page.objects] == [
+                    (c.key, c.size, c.etag.strip('"')) for c in sdk.body.contents]
+                assert page.prefixes == [p.prefix for p in sdk.body.commonPrefixs]
+                for info in page.objects:  # whole seconds, as a HEAD says
+                    assert info.last_modified == store.head(info.key).last_modified
+                assert (page.next_marker is not None) == bool(sdk.body.is_truncated)
+                marker = page.next_marker
+    finally:
+        store.close()
+    bad = ObsStore(store_config(rgw, signature=signature, secret_key="not-it"), rgw_bucket)
+    with pytest.raises(BadCredentials, match="secret key does not match"):  # the code, from the body
+        bad.list("ls/")
+    bad.close()
+    with pytest.raises(BucketNotFound):
+        ObsStore(store_config(rgw, signature=signature), "no-such-bucket-here").check_access()
 
 
 def test_wrong_secret_key(mounter: Mounter, rgw: S3Server, rgw_bucket: str) -> None:

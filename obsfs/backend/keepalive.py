@@ -1,4 +1,5 @@
-"""HEADs and small PUTs of our own, signed here and sent on one keep-alive connection per thread.
+"""HEADs and small PUTs of our own, signed here and sent on one keep-alive connection per thread;
+and listings, on a connection of their own each.
 
 Why not the SDK: a cold ``ls -l`` HEADs every entry, and ``cp -r`` of small files PUTs every
 one, and the SDK spends most of its CPU per request on things these do not need (a new TCP
@@ -17,7 +18,9 @@ error as before. A PUT is never sent again here, whatever the failure: the serve
 acted on it, so the caller's retry decides, and a conditional PUT repeated that way meets the
 conflict checks of obsfs/fs/uploads.py (an ETag that is already ours is no conflict). GETs do
 not come this way: keep-alive slows small GETs on Ceph RGW 16 by about 40 ms each (see
-docs/write-back.md and the SDK facts).
+docs/write-back.md and the SDK facts). A listing is a GET too, so it gets a new connection that
+closes after the answer, as the SDK's would; it comes here so that a mount can answer its first
+calls (the bucket check, the root's listing, HEADs) before the SDK is imported (addressing.py).
 
 Signatures are the SDK's three (v2, v4, and OBS's own, which is v2 with ``x-obs-`` names),
 computed the same way over the same addressing (path or virtual-host style) the SDK chose, and
@@ -122,25 +125,41 @@ class Signer:
         ``extra`` (already coded as sent) among them. Without keys, the request is anonymous, as
         with the SDK."""
         path = f"/{bucket}/{object_path(key)}" if self.bucket_in_path else f"/{object_path(key)}"
+        # v2's resource is /bucket/key in either addressing style.
+        return path, self._sign(method, path, "", f"/{bucket}/{object_path(key)}", now, extra or {})
+
+    def listing(self, bucket: str, query: Mapping[str, str], now: float) -> tuple[str, dict[str, str]]:
+        """The path (with ``query``) and headers of a GET on the bucket itself: a listing. None of
+        a listing's parameters is a sub-resource that v2 signs; v4 signs them all. v2's resource is
+        the SDK's: /bucket in path style, /bucket/ in virtual-host style."""
+        base = f"/{bucket}" if self.bucket_in_path else "/"
+        canonical = "&".join(f"{quote(name, safe='/')}={quote(value, safe='')}"
+                             for name, value in sorted(query.items()))
+        resource = f"/{bucket}" if self.bucket_in_path else f"/{bucket}/"
+        headers = self._sign("GET", base, canonical, resource, now, {})
+        return (f"{base}?{canonical}" if canonical else base), headers
+
+    def _sign(self, method: str, path: str, query: str, resource: str, now: float,
+              extra: Mapping[str, str]) -> dict[str, str]:
         if self.dialect == "v4":
-            return path, self._v4(method, path, now, extra or {})
+            return self._v4(method, path, query, now, extra)
         date = _http_date(int(now))
-        headers = {"Host": self.host, "Date": date, **(extra or {})}
+        headers = {"Host": self.host, "Date": date, **extra}
         if self.access_key and self.secret_key:
-            # The resource is /bucket/key in either addressing style; the dialect's own headers
-            # are signed by name (user metadata with its value trimmed), as the SDK signs them.
-            lower = {name.lower(): value for name, value in (extra or {}).items()}
+            # The dialect's own headers are signed by name (user metadata with its value
+            # trimmed), as the SDK signs them.
+            lower = {name.lower(): value for name, value in extra.items()}
             meta = self.prefix + "meta-"
             own = "".join(f"{name}:{value.strip() if name.startswith(meta) else value}\n"
                           for name, value in sorted(lower.items()) if name.startswith(self.prefix))
             to_sign = (f"{method}\n{lower.get('content-md5', '')}\n{lower.get('content-type', '')}\n{date}\n"
-                       f"{own}/{bucket}/{object_path(key)}")
+                       f"{own}{resource}")
             mac = hmac.new(self.secret_key.encode(), to_sign.encode(), hashlib.sha1).digest()
             scheme = "OBS" if self.dialect == "obs" else "AWS"
             headers["Authorization"] = f"{scheme} {self.access_key}:{b64encode(mac).decode()}"
-        return path, headers
+        return headers
 
-    def _v4(self, method: str, path: str, now: float, extra: Mapping[str, str]) -> dict[str, str]:
+    def _v4(self, method: str, path: str, query: str, now: float, extra: Mapping[str, str]) -> dict[str, str]:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         headers = {"Host": self.host, "x-amz-content-sha256": _UNSIGNED, "x-amz-date": stamp, **extra}
         if not (self.access_key and self.secret_key):
@@ -151,7 +170,7 @@ class Signer:
         signed = sorted((name.lower(), value) for name, value in headers.items())
         names = ";".join(name for name, _ in signed)
         lines = "".join(f"{name}:{value}\n" for name, value in signed)
-        canonical = f"{method}\n{path}\n\n{lines}\n{names}\n{_UNSIGNED}"
+        canonical = f"{method}\n{path}\n{query}\n{lines}\n{names}\n{_UNSIGNED}"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(_signing_key(self.secret_key, day, self.region), to_sign.encode(),
                              hashlib.sha256).hexdigest()
@@ -231,7 +250,8 @@ class _Slot:
 
 
 class HeadClient:
-    """Sends HEADs and small PUTs for one bucket; shared by all threads, each on its own connection."""
+    """Sends HEADs, small PUTs and listings for one bucket; shared by all threads, each on its own
+    connection (a listing on one of its own)."""
 
     def __init__(self, signer: Signer, bucket: str, *, negotiate: bool, address: tuple[str, int],
                  tls: ssl.SSLContext | None, timeout: float) -> None:
@@ -261,6 +281,30 @@ class HeadClient:
             return probe
         headers = put_headers(self.signer.prefix, content_type, len(body), metadata, conditions)
         return self._request("PUT", key, headers, body)
+
+    def list(self, query: Mapping[str, str]) -> tuple[Reply, bytes]:
+        """A listing (GET on the bucket with ``query``) and its body. On a connection of its
+        own, closed after the answer, as the SDK sends it: a GET on a reused connection answered
+        about 40 ms late on RGW (module docstring), and a listing is no HEAD to send again."""
+        probe = self._negotiate()
+        if probe is not None:
+            return probe, b""
+        path, headers = self.signer.listing(self.bucket, query, time.time())
+        host, port = self.address
+        conn = (http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self.tls)
+                if self.tls is not None else http.client.HTTPConnection(host, port, timeout=self.timeout))
+        try:
+            conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+            for name, value in [*headers.items(), ("Connection", "close")]:
+                conn.putheader(name, value)
+            conn.endheaders()
+            answer = conn.getresponse()
+            body = answer.read()
+        finally:
+            conn.close()
+        code = _ERROR_CODE.search(body) if answer.status >= 300 else None
+        return Reply(status=answer.status, header=header_map(answer.getheaders()),
+                     errorCode=code.group(1).decode("utf-8", "replace") if code else None), body
 
     def _negotiate(self) -> Reply | None:
         """Settle the dialect first if asked to; the probe's answer when it stands for the call."""

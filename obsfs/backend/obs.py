@@ -3,36 +3,32 @@
 The SDK reports HTTP errors as result values and transport errors as plain exceptions; this
 module is the one place that turns both into ``obsfs.errors`` types. The SDK's own retries are
 off (``max_retry_count=0``): ``retry.py`` owns the policy so that every call has one deadline.
+HEADs, small PUTs and listings go through ``keepalive.py`` instead, and the SDK is imported only
+when a call first needs it (``ObsStore.client``): a mount answers without it.
 """
 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import email.utils
 import functools
 import http.client
 import io
 import logging
 import os
+import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from xml.etree import ElementTree
 
-from obs import (  # type: ignore[import-untyped]
-    CompleteMultipartUploadRequest,
-    CompletePart,
-    CopyObjectHeader,
-    DeleteObjectsRequest,
-    GetObjectHeader,
-    Object,
-    ObsClient,
-    PutObjectHeader,
-)
-
+from obsfs.backend.addressing import addressing
 from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig
-from obsfs.backend.keepalive import HeadClient, Signer
+from obsfs.backend.keepalive import HeadClient, Reply, Signer
 from obsfs.errors import (
     AccessDenied,
     BadCredentials,
@@ -49,6 +45,8 @@ from obsfs.errors import (
 log = logging.getLogger(__name__)
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# The SDK removes the first default namespace it finds before it parses an answer.
+_XMLNS = re.compile('xmlns="http.*?"')
 _TEMP_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed"}
 _CREDENTIAL_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AuthorizationHeaderMalformed"}
 _STREAM_CHUNK = 1 << 20
@@ -150,19 +148,55 @@ def _parse_http_date(value: str | None) -> float:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_listing_date(value: str | None) -> float:
-    """Undo the SDK's conversion of listing times to local time.
-
-    It computes ``localtime(mktime(utc_struct) - timezone)``, which is off by the DST shift while
-    DST is in effect. Inverting those exact steps gives the true time in any zone.
-    """
+def _listing_time(value: str | None) -> float:
+    """A listing's LastModified (ISO 8601, UTC) in whole seconds, as a HEAD's Last-Modified and
+    the SDK's listing (``YYYY/MM/DD HH:MM:SS``) give it: a file's mtime must not change by its
+    milliseconds between ``ls`` and ``stat``."""
     if not value:
         return 0.0
     try:
-        skewed = time.mktime(time.strptime(value, "%Y/%m/%d %H:%M:%S"))
+        return float(calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")))
     except ValueError:
-        return _parse_http_date(value)
-    return float(calendar.timegm(time.localtime(skewed + time.timezone)))
+        return 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """One answer to a listing, its fields read as the SDK's ``parseListObjects`` reads them (from
+    the body without its namespace; no ``encoding-type`` is asked for, so keys come as they are)."""
+
+    status: int
+    errorCode: str | None  # noqa: N815 -- read where SDK results are read (_call)
+    contents: list[tuple[str, int, str | None, str | None]]  # key, size, ETag, LastModified
+    prefixes: list[str]
+    truncated: bool
+    next_marker: str | None
+
+    @classmethod
+    def parse(cls, reply: Reply, body: bytes) -> Listed:
+        if reply.status >= 300:
+            return cls(reply.status, reply.errorCode, [], [], False, None)
+        text = body.decode("utf-8")
+        namespace = _XMLNS.search(text)
+        root = ElementTree.fromstring(text if namespace is None else text.replace(namespace.group(), ""))
+
+        def item(node: ElementTree.Element, name: str) -> str | None:
+            found = node.find(name)
+            return None if found is None else found.text
+
+        contents = [(item(node, "Key") or "", int(item(node, "Size") or 0), item(node, "ETag"),
+                     item(node, "LastModified")) for node in root.findall("Contents")]
+        prefixes = [item(node, "Prefix") or "" for node in root.findall("CommonPrefixes")]
+        return cls(reply.status, None, contents, prefixes, (item(root, "IsTruncated") or "").lower() == "true",
+                   item(root, "NextMarker"))
+
+
+@functools.cache
+def sdk() -> Any:
+    """The SDK's module, imported when first needed (``ObsStore.client``; see addressing.py)."""
+    import obs  # type: ignore[import-untyped]
+
+    return obs
 
 
 def _check_key(key: str) -> None:
@@ -177,37 +211,46 @@ class ObsStore(ObjectStore):
     def __init__(self, config: StoreConfig, bucket: str) -> None:
         self.config = config
         self.bucket = bucket
-        ssl_verify: bool | str = config.ssl_verify
-        if ssl_verify is True:
-            ssl_verify = SYSTEM_CA_BUNDLE  # the SDK's True loads no CA at all
-        self.client = ObsClient(
-            access_key_id=config.access_key,
-            secret_access_key=config.secret_key,
-            server=config.endpoint,
-            signature=config.signature,
-            region=config.region,
-            path_style=config.path_style,
-            ssl_verify=ssl_verify,
-            max_retry_count=0,
-            timeout=config.socket_timeout,
-            is_signature_negotiation=config.signature == "obs",
-        )
+        # The SDK's True loads no CA at all.
+        self._ssl_verify: bool | str = SYSTEM_CA_BUNDLE if config.ssl_verify is True else config.ssl_verify
+        self._client: Any = None
+        self._client_lock = threading.Lock()
         self.heads = self._head_client()
 
+    @property
+    def client(self) -> Any:
+        """The SDK's client, made (and the SDK imported) when a call first needs it: listings,
+        HEADs and small PUTs go without it (``addressing.py``), so a mount answers first."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = sdk().ObsClient(
+                        access_key_id=self.config.access_key,
+                        secret_access_key=self.config.secret_key,
+                        server=self.config.endpoint,
+                        signature=self.config.signature,
+                        region=self.config.region,
+                        path_style=self.config.path_style,
+                        ssl_verify=self._ssl_verify,
+                        max_retry_count=0,
+                        timeout=self.config.socket_timeout,
+                        is_signature_negotiation=self.config.signature == "obs",
+                    )
+        return self._client
+
     def _head_client(self) -> HeadClient:
-        """HEADs go their own way (keepalive.py), addressed and signed as the SDK would: its
-        client has settled the host, port, style, signature and TLS context from our config."""
-        c = self.client
-        host = c.calling_format.get_server(c.server, self.bucket)
-        signer = Signer(dialect=c.signature, access_key=self.config.access_key, secret_key=self.config.secret_key,
-                        region=str(c.region), host=host if c.port in (80, 443) else f"{host}:{c.port}",
-                        bucket_in_path=bool(c.path_style))
-        return HeadClient(signer, self.bucket, negotiate=bool(c.is_signature_negotiation), address=(host, c.port),
-                          tls=c.context, timeout=self.config.socket_timeout)
+        """HEADs, small PUTs and listings go their own way (keepalive.py), addressed and signed as
+        the SDK would address and sign them for our config."""
+        where = addressing(self.config, self.bucket, self._ssl_verify)
+        signer = Signer(dialect=where.dialect, access_key=self.config.access_key, secret_key=self.config.secret_key,
+                        region=where.region, host=where.host_header, bucket_in_path=where.path_style)
+        return HeadClient(signer, self.bucket, negotiate=where.negotiate, address=(where.host, where.port),
+                          tls=where.tls, timeout=self.config.socket_timeout)
 
     def close(self) -> None:
         self.heads.close()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _ext(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -265,7 +308,7 @@ class ObsStore(ObjectStore):
         )
 
     def _open_stream(self, key: str, byte_range: str | None, etag: str | None) -> Any:
-        hdr = GetObjectHeader(range=byte_range, if_match=etag or None)
+        hdr = sdk().GetObjectHeader(range=byte_range, if_match=etag or None)
         return self._call(f"GET {key}", key, lambda: self.client.getObject(
             self.bucket, key, loadStreamInMemory=False, headers=hdr, extensionHeaders=self._ext()))
 
@@ -344,7 +387,7 @@ class ObsStore(ObjectStore):
                 conditions=_conditions(if_match, if_none_match)))
             return bare_etag(reply.header.get("etag"))
         resp = self._call(f"PUT {key}", key, lambda: self.client.putFile(
-            self.bucket, key, path, metadata=dict(metadata), headers=PutObjectHeader(contentType=content_type),
+            self.bucket, key, path, metadata=dict(metadata), headers=sdk().PutObjectHeader(contentType=content_type),
             extensionHeaders=self._ext(_conditions(if_match, if_none_match))))
         return bare_etag(getattr(resp.body, "etag", None))
 
@@ -354,7 +397,7 @@ class ObsStore(ObjectStore):
         # debug string first.
         resp = self._call(f"PUT {key}", key, lambda: self.client.putContent(
             self.bucket, key, io.BytesIO(data), metadata=dict(metadata),
-            headers=PutObjectHeader(contentType=content_type, contentLength=len(data)),
+            headers=sdk().PutObjectHeader(contentType=content_type, contentLength=len(data)),
             extensionHeaders=self._ext()))
         return bare_etag(getattr(resp.body, "etag", None))
 
@@ -372,8 +415,8 @@ class ObsStore(ObjectStore):
 
     def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]], *,
                            if_match: str | None = None, if_none_match: bool = False) -> None:
-        request = CompleteMultipartUploadRequest(
-            parts=[CompletePart(partNum=n, etag=etag) for n, etag in sorted(parts)])
+        request = sdk().CompleteMultipartUploadRequest(
+            parts=[sdk().CompletePart(partNum=n, etag=etag) for n, etag in sorted(parts)])
         self._call(f"complete multipart {key}", key, lambda: self.client.completeMultipartUpload(
             self.bucket, key, upload_id, request, extensionHeaders=self._ext(_conditions(if_match, if_none_match))))
 
@@ -390,7 +433,7 @@ class ObsStore(ObjectStore):
         if size > _MAX_SINGLE_COPY:
             self._copy_in_parts(src_key, dst_key, size, metadata, content_type)
             return
-        header = CopyObjectHeader(directive="REPLACE", contentType=content_type)
+        header = sdk().CopyObjectHeader(directive="REPLACE", contentType=content_type)
         self._call(f"COPY {src_key} -> {dst_key}", dst_key, lambda: self.client.copyObject(
             self.bucket, src_key, self.bucket, dst_key, metadata=dict(metadata), headers=header,
             extensionHeaders=self._ext()))
@@ -429,7 +472,7 @@ class ObsStore(ObjectStore):
             self._delete_batch(batch)
 
     def _delete_batch(self, keys: list[str]) -> None:
-        request = DeleteObjectsRequest(quiet=False, objects=[Object(key=k) for k in keys])
+        request = sdk().DeleteObjectsRequest(quiet=False, objects=[sdk().Object(key=k) for k in keys])
         resp = self._call(f"delete batch of {len(keys)} keys", None, lambda: self.client.deleteObjects(
             self.bucket, request, extensionHeaders=self._ext()))
         for err in getattr(resp.body, "error", None) or []:
@@ -439,20 +482,20 @@ class ObsStore(ObjectStore):
 
     def list(self, prefix: str = "", delimiter: str | None = "/", marker: str | None = None,
              max_keys: int = 1000) -> ListPage:
-        resp = self._call(f"LIST {prefix or '/'}", prefix, lambda: self.client.listObjects(
-            self.bucket, prefix=prefix or None, marker=marker, max_keys=max_keys, delimiter=delimiter,
-            extensionHeaders=self._ext()))
-        body = resp.body
-        objects = [ObjectInfo(key=c.key, size=int(c.size or 0), etag=bare_etag(c.etag),
-                              last_modified=_parse_listing_date(c.lastModified))
-                   for c in body.contents or []]
-        prefixes = [p.prefix for p in body.commonPrefixs or []]
+        query = {"prefix": prefix or None, "marker": marker, "max-keys": str(max_keys), "delimiter": delimiter}
+        body = self._call(f"LIST {prefix or '/'}", prefix, functools.partial(self._list, query))
+        objects = [ObjectInfo(key=key, size=size, etag=bare_etag(etag), last_modified=_listing_time(modified))
+                   for key, size, etag, modified in body.contents]
         next_marker = None
-        if body.is_truncated:
+        if body.truncated:
             # RGW gives the last key, moto an opaque token; both take their own value back.
             next_marker = body.next_marker or (objects[-1].key if objects else None) or (
-                prefixes[-1] if prefixes else None)
-        return ListPage(objects=objects, prefixes=prefixes, next_marker=next_marker)
+                body.prefixes[-1] if body.prefixes else None)
+        return ListPage(objects=objects, prefixes=body.prefixes, next_marker=next_marker)
+
+    def _list(self, query: Mapping[str, str | None]) -> Listed:
+        reply, body = self.heads.list({name: value for name, value in query.items() if value is not None})
+        return Listed.parse(reply, body)
 
     # -- bucket ----------------------------------------------------------------------------
     def bucket_exists(self) -> bool:
@@ -489,8 +532,8 @@ class ObsStore(ObjectStore):
 
     def check_access(self, prefix: str = "") -> None:
         try:
-            self._call(f"LIST bucket {self.bucket}", None, lambda: self.client.listObjects(
-                self.bucket, prefix=prefix or None, max_keys=1, extensionHeaders=self._ext()))
+            self._call(f"LIST bucket {self.bucket}", None,
+                       functools.partial(self._list, {"prefix": prefix or None, "max-keys": "1"}))
         except NotFound as exc:
             raise BucketNotFound(f"bucket {self.bucket!r} does not exist at {self.config.endpoint}",
                                  status=exc.status, code=exc.code) from None
