@@ -95,6 +95,21 @@ class MetaCache:
         except sqlite3.Error as exc:
             log.info("metadata cache: could not drop %s: %s", key, exc)
 
+    def keys_in(self, prefix: str) -> list[str]:
+        """The cached keys of the files directly under ``prefix`` (a directory's key, or the
+        root's ""): a listing's hint at the names an earlier listing found there."""
+        self.flush()
+        # Past every key that starts with the prefix: a directory key ends in "/", and "0" follows it.
+        end = prefix[:-1] + "0" if prefix else None
+        try:
+            rows = self.db.execute(
+                f"SELECT key FROM {_TABLE} WHERE key > ? AND (? IS NULL OR key < ?)"
+                " AND instr(substr(key, ?), '/') = 0", (prefix, end, end, len(prefix) + 1)).fetchall()
+        except sqlite3.Error as exc:
+            log.info("metadata cache: could not read the keys under %s: %s", prefix, exc)
+            return []
+        return [key for (key,) in rows]
+
     def lookup(self, wanted: Iterable[tuple[str, str]]) -> dict[str, tuple[Attrs, str | None]]:
         """Attributes (size 0: the listing has the size) for the (key, etag) pairs still current."""
         self.flush()

@@ -7,7 +7,6 @@ off (``max_retry_count=0``): ``retry.py`` owns the policy so that every call has
 
 from __future__ import annotations
 
-import calendar
 import email.utils
 import functools
 import http.client
@@ -33,6 +32,7 @@ from obs import (  # type: ignore[import-untyped]
 
 from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig
 from obsfs.backend.keepalive import HeadClient, Signer
+from obsfs.backend.listxml import parse_listing
 from obsfs.errors import (
     AccessDenied,
     BadCredentials,
@@ -60,6 +60,7 @@ _COPY_PART = 512 * (1 << 20)
 # Files up to this size are PUT by keepalive.py, read whole into memory; larger ones stream
 # through the SDK, whose CPU per request matters little next to their transfer.
 LEAN_PUT_MAX = 1 << 20
+_LEAN_LIST = "obsfsListObjects"  # the SDK's name for our LIST, for which it calls listxml.py
 
 
 def bare_etag(etag: str | None) -> str:
@@ -149,22 +150,6 @@ def _parse_http_date(value: str | None) -> float:
         return 0.0
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_listing_date(value: str | None) -> float:
-    """Undo the SDK's conversion of listing times to local time.
-
-    It computes ``localtime(mktime(utc_struct) - timezone)``, which is off by the DST shift while
-    DST is in effect. Inverting those exact steps gives the true time in any zone.
-    """
-    if not value:
-        return 0.0
-    try:
-        skewed = time.mktime(time.strptime(value, "%Y/%m/%d %H:%M:%S"))
-    except ValueError:
-        return _parse_http_date(value)
-    return float(calendar.timegm(time.localtime(skewed + time.timezone)))
-
-
 def _check_key(key: str) -> None:
     # The SDK turns an empty key into a request on the bucket itself.
     if not key:
@@ -193,6 +178,10 @@ class ObsStore(ObjectStore):
             is_signature_negotiation=config.signature == "obs",
         )
         self.heads = self._head_client()
+        # The SDK looks up the parser of a method's answer by name on its convertor ("parse" +
+        # the method name); the name is ours, so no call of the SDK's own changes.
+        setattr(self.client.convertor, "parse" + _LEAN_LIST[0].upper() + _LEAN_LIST[1:],
+                lambda xml, headers=None: parse_listing(xml))
 
     def _head_client(self) -> HeadClient:
         """HEADs go their own way (keepalive.py), addressed and signed as the SDK would: its
@@ -439,20 +428,15 @@ class ObsStore(ObjectStore):
 
     def list(self, prefix: str = "", delimiter: str | None = "/", marker: str | None = None,
              max_keys: int = 1000) -> ListPage:
-        resp = self._call(f"LIST {prefix or '/'}", prefix, lambda: self.client.listObjects(
-            self.bucket, prefix=prefix or None, marker=marker, max_keys=max_keys, delimiter=delimiter,
-            extensionHeaders=self._ext()))
-        body = resp.body
-        objects = [ObjectInfo(key=c.key, size=int(c.size or 0), etag=bare_etag(c.etag),
-                              last_modified=_parse_listing_date(c.lastModified))
-                   for c in body.contents or []]
-        prefixes = [p.prefix for p in body.commonPrefixs or []]
-        next_marker = None
-        if body.is_truncated:
-            # RGW gives the last key, moto an opaque token; both take their own value back.
-            next_marker = body.next_marker or (objects[-1].key if objects else None) or (
-                prefixes[-1] if prefixes else None)
-        return ListPage(objects=objects, prefixes=prefixes, next_marker=next_marker)
+        # The SDK signs, sends and checks the request; its answer's XML goes to listxml.py
+        # (installed as the convertor's parser of our own method name, see __init__).
+        resp = self._call(f"LIST {prefix or '/'}", prefix, lambda: self.client._make_get_request(
+            self.bucket, methodName=_LEAN_LIST, extensionHeaders=self._ext(),
+            **self.client.convertor.trans_list_objects(prefix=prefix or None, marker=marker, max_keys=max_keys,
+                                                       delimiter=delimiter)))
+        if not isinstance(resp.body, ListPage):  # the SDK logged why our parser failed
+            raise StoreError(f"LIST {prefix or '/'}: the answer is not a listing we can read", key=prefix)
+        return resp.body
 
     # -- bucket ----------------------------------------------------------------------------
     def bucket_exists(self) -> bool:
