@@ -35,8 +35,12 @@ from obsfs.errors import first_error
 # Hinted names per range. A page holds 1,000 keys: the room left lets a range that gained a few
 # names since the hint still end in one page (the next range's first keys come along, unused).
 RANGE_NAMES = 960
+# Ranges asked for at once: enough for what one server answered in parallel (the store's threads are
+# shared with every lookup and open, so a directory of 250,000 files must not take them all).
+RANGES_AT_ONCE = 8
 
 Fetch = Callable[[str | None], Awaitable[ListPage]]  # one LIST page from a marker
+Each = Callable[[list[ObjectInfo]], Awaitable[None]]  # told of each range's objects
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,11 @@ def clip(page: ListPage, span: Range) -> tuple[list[ObjectInfo], list[str], bool
     return objects, prefixes, more
 
 
-async def list_range(fetch: Fetch, span: Range, first: ListPage | None = None) -> tuple[list[ObjectInfo], list[str]]:
-    """All of one range, in order; ``first`` is its first page if already fetched."""
+async def list_range(fetch: Fetch, span: Range) -> tuple[list[ObjectInfo], list[str]]:
+    """All of one range, in order."""
     objects: list[ObjectInfo] = []
     prefixes: list[str] = []
-    page = first if first is not None else await fetch(span.after)
+    page = await fetch(span.after)
     while True:
         kept, subs, more = clip(page, span)
         objects += kept
@@ -87,15 +91,16 @@ async def list_range(fetch: Fetch, span: Range, first: ListPage | None = None) -
         page = await fetch(page.next_marker)
 
 
-async def list_ranges(fetch: Fetch, spans: list[Range], first: ListPage | None = None,
-                      each: Callable[[list[ObjectInfo]], Awaitable[None]] | None = None) -> ListPage:
-    """All ranges listed at once, joined in order into one page; ``first`` is the first range's
-    first page if already fetched. ``each`` is given every range's objects as soon as the range is
-    complete, so that their handling overlaps the ranges still waiting for the store."""
+async def list_ranges(fetch: Fetch, spans: list[Range], each: Each | None = None) -> ListPage:
+    """All ranges listed at once, joined in order into one page. ``each`` is given every range's
+    objects as soon as the range is complete, so that their handling overlaps the ranges still
+    waiting for the store."""
     parts: list[tuple[list[ObjectInfo], list[str]]] = [([], [])] * len(spans)
+    limiter = trio.CapacityLimiter(RANGES_AT_ONCE)
 
     async def one(i: int) -> None:
-        parts[i] = await list_range(fetch, spans[i], first if i == 0 else None)
+        async with limiter:
+            parts[i] = await list_range(fetch, spans[i])
         if each is not None:
             await each(parts[i][0])
 
@@ -106,3 +111,30 @@ async def list_ranges(fetch: Fetch, spans: list[Range], first: ListPage | None =
     except BaseExceptionGroup as group:
         raise first_error(group) from None
     return ListPage([o for objs, _ in parts for o in objs], [p for _, subs in parts for p in subs], None)
+
+
+async def list_all(fetch: Fetch, prefix: str, hints: Callable[[], Awaitable[list[str]]],
+                   each: Each | None = None, size: int = RANGE_NAMES) -> ListPage:
+    """The whole listing of ``prefix``. Its first page is asked for at once, while ``hints`` are
+    awaited (the index's GET); the other ranges start as soon as the hints are known, whether the
+    first page has come or not, and the first range takes that page when it does. Without hints
+    to split by, one range: one page after the other, as a plain listing."""
+    early: list[ListPage] = []
+    arrived = trio.Event()
+
+    async def first_page() -> None:
+        early.append(await fetch(None))
+        arrived.set()
+
+    async def fetch_early(marker: str | None) -> ListPage:
+        if marker is not None:
+            return await fetch(marker)
+        await arrived.wait()  # asked for once; if that failed, the nursery raises its error
+        return early[0]
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_page)
+            return await list_ranges(fetch_early, split(prefix, await hints(), size), each)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None

@@ -19,7 +19,7 @@ from obsfs.fs.core import NEGATIVE, DirHandle
 from obsfs.indexing import IndexRead
 from obsfs.inodes import Entry, Node
 from obsfs.layout import InvalidName, join, listed_name, name_of, parent_of
-from obsfs.listranges import list_ranges, split
+from obsfs.listranges import list_all
 from obsfs.meta import Attrs
 
 log = logging.getLogger(__name__)
@@ -74,20 +74,16 @@ class Listing(Attributes):
     async def _list_keys(self, prefix: str, index: IndexRead | None,
                          each: Callable[[list[ObjectInfo]], Awaitable[None]]) -> ListPage:
         """Every key and common prefix of one directory, as one page; ``each`` is given its objects
-        part by part as they come. The first page comes while the index is fetched; the rest in
-        ranges at once (listranges.py) where the index or the metadata cache of an earlier mount
-        hint at the names, else one page after the other."""
+        part by part as they come. In ranges at once (listranges.py) where the index or the
+        metadata cache of an earlier mount hint at the names, else one page after the other."""
         async def fetch(marker: str | None) -> ListPage:
             return await self.store.list(prefix=prefix, delimiter="/", marker=marker)
 
-        first = await fetch(None)
-        if first.next_marker is None:
-            await each(first.objects)
-            return first
-        hints = self.meta_cache.keys_in(prefix)
-        if index is not None:
-            hints += await index.keys()
-        return await list_ranges(fetch, split(prefix, hints), first, each)
+        async def hints() -> list[str]:
+            names = self.meta_cache.keys_in(prefix)
+            return names + await index.keys() if index is not None else names
+
+        return await list_all(fetch, prefix, hints, each)
 
     def _listed_entry(self, path: str, child: Child, known: dict[str, tuple[Attrs, str | None]]) -> Entry:
         """What a listing says of one child, with what the caches know of it."""

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import trio
 
 from obsfs.backend.base import ListPage, ObjectInfo
-from obsfs.listranges import Range, list_ranges, split
+from obsfs.errors import TemporaryFailure
+from obsfs.listranges import Range, list_all, split
 
 PREFIX = "d/"
 # Characters around "/" in code point order, a space, non-ASCII: bounds fall between all of them.
@@ -79,11 +81,14 @@ class Model:
             marker = page.next_marker
 
 
-def ranged(model: Model, hints: list[str], size: int) -> tuple[list[str], list[str]]:
+def ranged(model: Model, hints: list[str], size: int, rng: random.Random) -> tuple[list[str], list[str]]:
+    async def slow_hints() -> list[str]:
+        for _ in range(rng.randint(0, 3)):  # before, with or after the first page
+            await trio.lowlevel.checkpoint()
+        return hints
+
     async def run() -> ListPage:
-        spans = split(PREFIX, hints, size)
-        first = await model.fetch(None) if random.random() < 0.5 else None  # fetched beforehand, or not
-        return await list_ranges(model.fetch, spans, first)
+        return await list_all(model.fetch, PREFIX, slow_hints, size=size)
 
     page = trio.run(run)
     return [o.key for o in page.objects], page.prefixes
@@ -104,7 +109,8 @@ def test_ranged_equals_sequential_whatever_the_store_holds_and_the_hints_say() -
         if not model.moto:
             assert model.sequential() == model.truth()
         size = rng.randint(1, 10)
-        assert ranged(model, sorted(hinted), size) == model.truth(), (sorted(store), sorted(hinted), size, model.moto)
+        got = ranged(model, sorted(hinted), size, rng)
+        assert got == model.truth(), (sorted(store), sorted(hinted), size, model.moto)
 
 
 def test_hints_that_match_the_store_cost_one_request_per_range() -> None:
@@ -112,10 +118,10 @@ def test_hints_that_match_the_store_cost_one_request_per_range() -> None:
     model = Model({"d/", *names, "d/sub/x", "e"}, max_keys=10)
     spans = split(PREFIX, names, 8)
     assert len(spans) == 13
-    assert ranged(model, names, 8) == model.sequential()
+    assert ranged(model, names, 8, random.Random(1)) == model.sequential()
     model.requests = 0
-    ranged(model, names, 8)
-    assert model.requests in (13, 14)  # 14 when the first page was fetched before the ranges
+    ranged(model, names, 8, random.Random(2))
+    assert model.requests == 13
 
 
 def test_bounds_are_the_directorys_own_file_keys() -> None:
@@ -123,3 +129,19 @@ def test_bounds_are_the_directorys_own_file_keys() -> None:
     assert split(PREFIX, hints, 2) == [Range(None, "d/b"), Range("d/b", None)]
     assert split(PREFIX, [], 2) == [Range(None, None)]
     assert split(PREFIX, ["d/a", "d/b", "d/c"], 1) == [Range(None, "d/a"), Range("d/a", "d/b"), Range("d/b", None)]
+
+
+@pytest.mark.parametrize("failing", [None, "d/f0049"])
+def test_a_failed_page_fails_the_listing_with_its_own_error(failing: str | None) -> None:
+    model = Model({f"d/f{i:04d}" for i in range(100)}, max_keys=10)
+
+    async def fetch(marker: str | None) -> ListPage:
+        if marker == failing:
+            raise TemporaryFailure("LIST d/: no answer")
+        return await model.fetch(marker)
+
+    async def hints() -> list[str]:
+        return model.keys
+
+    with pytest.raises(TemporaryFailure, match="no answer"):
+        trio.run(lambda: list_all(fetch, PREFIX, hints, size=10))
