@@ -14,8 +14,9 @@ rewrites still pending: both cost a HEAD in some later listing, never a wrong at
 listing uses an entry only for the exact object version it was taken from.
 
 Reading. A listing of a directory starts the GET of its index along with its first LIST page;
-each listed file whose ETag, size and Last-Modified match its entry is taken as HEADed: into the
-metadata cache, and so shown exact, with no background HEAD.
+the names in it are where the listing's other ranges start (listranges.py), and each listed file
+whose ETag, size and Last-Modified match its entry (checked only then) is taken as HEADed: into
+the metadata cache, and so shown exact, with no background HEAD.
 """
 
 from __future__ import annotations
@@ -94,9 +95,7 @@ class IndexRead:
     async def known(self, objects: Iterable[ObjectInfo]) -> dict[str, tuple[Attrs, str | None]]:
         """The listed files the index vouches for: their attributes and content type, as from a
         HEAD (they go to the metadata cache as a HEAD's would)."""
-        if not self._started:
-            await self.fetch()
-        await self._done.wait()
+        await self._wait()
         entries = self._entries or {}
         found: dict[str, tuple[Attrs, str | None]] = {}
         if not entries:
