@@ -41,6 +41,7 @@ RANGES_AT_ONCE = 8
 
 Fetch = Callable[[str | None], Awaitable[ListPage]]  # one LIST page from a marker
 Each = Callable[[list[ObjectInfo]], Awaitable[None]]  # told of each range's objects
+Hints = Callable[[Callable[[], Awaitable[ListPage]]], Awaitable[list[str]]]  # given a wait for the first page
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,13 @@ async def list_ranges(fetch: Fetch, spans: list[Range], each: Each | None = None
     return ListPage([o for objs, _ in parts for o in objs], [p for _, subs in parts for p in subs], None)
 
 
-async def list_all(fetch: Fetch, prefix: str, hints: Callable[[], Awaitable[list[str]]],
-                   each: Each | None = None, size: int = RANGE_NAMES) -> ListPage:
+async def list_all(fetch: Fetch, prefix: str, hints: Hints, each: Each | None = None,
+                   size: int = RANGE_NAMES) -> ListPage:
     """The whole listing of ``prefix``. Its first page is asked for at once, while ``hints`` are
-    awaited (the index's GET); the other ranges start as soon as the hints are known, whether the
-    first page has come or not, and the first range takes that page when it does. Without hints
-    to split by, one range: one page after the other, as a plain listing."""
+    awaited (the index's GET; ``hints`` may wait for the first page too, through the function it
+    is given, to see whether there is more than one page to split); the other ranges start as
+    soon as the hints are known, and the first range takes the first page when it comes. Without
+    hints to split by, one range: one page after the other, as a plain listing."""
     early: list[ListPage] = []
     arrived = trio.Event()
 
@@ -135,6 +137,6 @@ async def list_all(fetch: Fetch, prefix: str, hints: Callable[[], Awaitable[list
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(first_page)
-            return await list_ranges(fetch_early, split(prefix, await hints(), size), each)
+            return await list_ranges(fetch_early, split(prefix, await hints(lambda: fetch_early(None)), size), each)
     except BaseExceptionGroup as group:
         raise first_error(group) from None

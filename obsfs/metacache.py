@@ -99,12 +99,15 @@ class MetaCache:
         """The cached keys of the files directly under ``prefix`` (a directory's key, or the
         root's ""): a listing's hint at the names an earlier listing found there."""
         self.flush()
-        # Past every key that starts with the prefix: a directory key ends in "/", and "0" follows it.
-        end = prefix[:-1] + "0" if prefix else None
+        # Every key below the prefix, at any depth, is read: its own directory is a range of the
+        # primary key (a directory key ends in "/", and "0" follows it), the root all of the table.
+        below = "instr(substr(key, ?), '/') = 0"
         try:
-            rows = self.db.execute(
-                f"SELECT key FROM {_TABLE} WHERE key > ? AND (? IS NULL OR key < ?)"
-                " AND instr(substr(key, ?), '/') = 0", (prefix, end, end, len(prefix) + 1)).fetchall()
+            if prefix:
+                rows = self.db.execute(f"SELECT key FROM {_TABLE} WHERE key > ? AND key < ? AND {below}",
+                                       (prefix, prefix[:-1] + "0", len(prefix) + 1)).fetchall()
+            else:
+                rows = self.db.execute(f"SELECT key FROM {_TABLE} WHERE {below}", (1,)).fetchall()
         except sqlite3.Error as exc:
             log.info("metadata cache: could not read the keys under %s: %s", prefix, exc)
             return []

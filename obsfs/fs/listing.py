@@ -79,9 +79,12 @@ class Listing(Attributes):
         async def fetch(marker: str | None) -> ListPage:
             return await self.store.list(prefix=prefix, delimiter="/", marker=marker)
 
-        async def hints() -> list[str]:
-            names = self.meta_cache.keys_in(prefix)
-            return names + await index.keys() if index is not None else names
+        async def hints(first_page: Callable[[], Awaitable[ListPage]]) -> list[str]:
+            if index is not None and (names := await index.keys()):
+                return names
+            if (await first_page()).next_marker is None:
+                return []  # one page: nothing to split, and no need to read meta.db
+            return self.meta_cache.keys_in(prefix)
 
         return await list_all(fetch, prefix, hints, each)
 

@@ -6,6 +6,7 @@ NextMarker) over a sorted list of keys; test_attr_index.py lists moto for real."
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -82,9 +83,11 @@ class Model:
 
 
 def ranged(model: Model, hints: list[str], size: int, rng: random.Random) -> tuple[list[str], list[str]]:
-    async def slow_hints() -> list[str]:
+    async def slow_hints(first_page: Callable[[], Awaitable[ListPage]]) -> list[str]:
         for _ in range(rng.randint(0, 3)):  # before, with or after the first page
             await trio.lowlevel.checkpoint()
+        if rng.random() < 0.3:
+            await first_page()  # as a listing does before it reads meta.db
         return hints
 
     async def run() -> ListPage:
@@ -140,7 +143,7 @@ def test_a_failed_page_fails_the_listing_with_its_own_error(failing: str | None)
             raise TemporaryFailure("LIST d/: no answer")
         return await model.fetch(marker)
 
-    async def hints() -> list[str]:
+    async def hints(first_page: Callable[[], Awaitable[ListPage]]) -> list[str]:
         return model.keys
 
     with pytest.raises(TemporaryFailure, match="no answer"):
