@@ -16,7 +16,7 @@ import time
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
-from obsfs.backend.base import ListPage, ObjectInfo
+from obsfs.backend.base import ListPage, ObjectInfo, bare_etag
 
 
 class ListingUnreadable(ValueError):
@@ -52,7 +52,7 @@ def parse_listing(xml: str | bytes) -> ListPage:
 
     key_tag, size_tag, etag_tag, time_tag = f"{ns}Key", f"{ns}Size", f"{ns}ETag", f"{ns}LastModified"
     objects = [ObjectInfo(key=name(c.findtext(key_tag)), size=int(c.findtext(size_tag) or 0),
-                          etag=(c.findtext(etag_tag) or "").strip().strip('"'),
+                          etag=bare_etag(c.findtext(etag_tag)),
                           last_modified=_seconds(c.findtext(time_tag) or ""))
                for c in root.iterfind(f"{ns}Contents")]
     prefixes = [name(p.findtext(f"{ns}Prefix")) for p in root.iterfind(f"{ns}CommonPrefixes")]

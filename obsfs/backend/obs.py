@@ -30,7 +30,7 @@ from obs import (  # type: ignore[import-untyped]
     PutObjectHeader,
 )
 
-from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig
+from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig, bare_etag
 from obsfs.backend.keepalive import HeadClient, Signer
 from obsfs.backend.listxml import parse_listing
 from obsfs.errors import (
@@ -61,11 +61,6 @@ _COPY_PART = 512 * (1 << 20)
 # through the SDK, whose CPU per request matters little next to their transfer.
 LEAN_PUT_MAX = 1 << 20
 _LEAN_LIST = "obsfsListObjects"  # the SDK's name for our LIST, for which it calls listxml.py
-
-
-def bare_etag(etag: str | None) -> str:
-    """ETags without quotes: the SDK percent-encodes quotes in If-Match, which then never matches."""
-    return (etag or "").strip().strip('"')
 
 
 def _conditions(if_match: str | None, if_none_match: bool) -> dict[str, str]:
