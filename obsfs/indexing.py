@@ -14,8 +14,9 @@ rewrites still pending: both cost a HEAD in some later listing, never a wrong at
 listing uses an entry only for the exact object version it was taken from.
 
 Reading. A listing of a directory starts the GET of its index along with its first LIST page;
-each listed file whose ETag, size and Last-Modified match its entry is taken as HEADed: into the
-metadata cache, and so shown exact, with no background HEAD.
+the names in it are where the listing's other ranges start (listranges.py), and each listed file
+whose ETag, size and Last-Modified match its entry (checked only then) is taken as HEADed: into
+the metadata cache, and so shown exact, with no background HEAD.
 """
 
 from __future__ import annotations
@@ -26,7 +27,18 @@ from dataclasses import dataclass, field
 
 import trio
 
-from obsfs.attrindex import CONTENT_TYPE, IndexEntry, as_headed, decode, encode, entry_of, index_key, place, settled
+from obsfs.attrindex import (
+    CONTENT_TYPE,
+    IndexEntry,
+    as_headed,
+    checked,
+    decode_lazily,
+    encode,
+    entry_of,
+    index_key,
+    place,
+    settled,
+)
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
 from obsfs.dialects import Kind, object_kind
@@ -59,29 +71,37 @@ class IndexRead:
     def __init__(self, index: AttrIndex, dir_key: str) -> None:
         self._index = index
         self._dir_key = dir_key
-        self._entries: dict[str, IndexEntry] | None = None
+        self._entries: dict[str, object] | None = None  # by name, each still to be checked
         self._started = False
         self._done = trio.Event()
 
     async def fetch(self) -> None:
         self._started = True
         try:
-            self._entries = await self._index.load(self._dir_key)
+            self._entries = await self._index.load_lazily(self._dir_key)
         finally:
             self._done.set()
+
+    async def keys(self) -> list[str]:
+        """The keys of the files the index has entries for: a listing's hint at the names."""
+        await self._wait()
+        return [self._dir_key + name for name in self._entries or ()]
+
+    async def _wait(self) -> None:
+        if not self._started:
+            await self.fetch()
+        await self._done.wait()
 
     async def known(self, objects: Iterable[ObjectInfo]) -> dict[str, tuple[Attrs, str | None]]:
         """The listed files the index vouches for: their attributes and content type, as from a
         HEAD (they go to the metadata cache as a HEAD's would)."""
-        if not self._started:
-            await self.fetch()
-        await self._done.wait()
+        await self._wait()
         entries = self._entries or {}
         found: dict[str, tuple[Attrs, str | None]] = {}
         if not entries:
             return found
         for listed in objects:
-            info = as_headed(listed, entries.get(listed.key[len(self._dir_key):]))
+            info = as_headed(listed, checked(entries.get(listed.key[len(self._dir_key):])))
             # A zero-byte object that says it is a directory is left to its HEAD, as a listing
             # does (listing.Listing._headed); obsfs never writes one.
             if info is None or object_kind(info, has_children=False) is Kind.DIR:
@@ -152,6 +172,12 @@ class AttrIndex:
 
     async def load(self, dir_key: str) -> dict[str, IndexEntry] | None:
         """The stored entries of a directory: None if it has no index, none if it cannot be read."""
+        entries = await self.load_lazily(dir_key)
+        return None if entries is None else {name: e for name, item in entries.items()
+                                             if (e := checked(item)) is not None}
+
+    async def load_lazily(self, dir_key: str) -> dict[str, object] | None:
+        """``load``, each entry still to be checked (attrindex.decode_lazily)."""
         try:
             data = await self.store.get_range(index_key(self.prefix, dir_key), 0, MAX_INDEX_BYTES)
         except NotFound:
@@ -159,7 +185,7 @@ class AttrIndex:
         except ObsfsError as exc:
             log.info("attribute index of %r not read (its files are HEADed): %s", dir_key, exc)
             return {}
-        return decode(bytes(data)) if len(data) < MAX_INDEX_BYTES else {}
+        return decode_lazily(bytes(data)) if len(data) < MAX_INDEX_BYTES else {}
 
     async def _rewriter(self, dir_key: str) -> None:
         """Rewrite one directory's index until no change is left, spaced out."""

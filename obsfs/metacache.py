@@ -95,6 +95,24 @@ class MetaCache:
         except sqlite3.Error as exc:
             log.info("metadata cache: could not drop %s: %s", key, exc)
 
+    def keys_in(self, prefix: str) -> list[str]:
+        """The cached keys of the files directly under ``prefix`` (a directory's key, or the
+        root's ""): a listing's hint at the names an earlier listing found there."""
+        self.flush()
+        # Every key below the prefix, at any depth, is read: its own directory is a range of the
+        # primary key (a directory key ends in "/", and "0" follows it), the root all of the table.
+        below = "instr(substr(key, ?), '/') = 0"
+        try:
+            if prefix:
+                rows = self.db.execute(f"SELECT key FROM {_TABLE} WHERE key > ? AND key < ? AND {below}",
+                                       (prefix, prefix[:-1] + "0", len(prefix) + 1)).fetchall()
+            else:
+                rows = self.db.execute(f"SELECT key FROM {_TABLE} WHERE {below}", (1,)).fetchall()
+        except sqlite3.Error as exc:
+            log.info("metadata cache: could not read the keys under %s: %s", prefix, exc)
+            return []
+        return [key for (key,) in rows]
+
     def lookup(self, wanted: Iterable[tuple[str, str]]) -> dict[str, tuple[Attrs, str | None]]:
         """Attributes (size 0: the listing has the size) for the (key, etag) pairs still current."""
         self.flush()

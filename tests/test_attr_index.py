@@ -9,8 +9,10 @@ import re
 import stat
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -171,3 +173,41 @@ def test_without_the_option_an_index_is_neither_shown_nor_written(mounter: Mount
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == \
         [planted, "d/f", "d/old", "e/", "e/f"]
     assert s3.get_object(Bucket=bucket, Key=planted)["Body"].read() == b"{}"
+
+
+def test_a_listing_in_ranges_from_the_index_misses_and_repeats_nothing(mounter: Mounter, logged: S3Server) -> None:
+    """An index names 1,100 files, so the listing's second half is asked for at once, from the
+    960th name (listranges.py). Since the index was written, the store lost names (that very
+    bound among them), gained some past it, 60 in the first range (more than its page holds), a
+    subdirectory, a name with a space and an accent, and one past the last hint: the listing is
+    still exactly the store's."""
+    s3 = boto_client(logged)
+    s3.create_bucket(Bucket=BUCKET)
+    stored = {"mode": str(stat.S_IFREG | 0o640), "uid": "12", "gid": "34", "mtime": "1600000000"}
+    hinted = [f"r/f{i:04d}" for i in range(1100)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: s3.put_object(Bucket=BUCKET, Key=key, Body=b"h", Metadata=stored), hinted))
+    listed = [o for page in s3.get_paginator("list_objects").paginate(Bucket=BUCKET, Prefix="r/")
+              for o in page["Contents"]]
+    entries = {o["Key"][2:]: {"etag": o["ETag"].strip('"'), "size": 1, "modified": int(o["LastModified"].timestamp()),
+                              "type": "binary/octet-stream", "meta": stored} for o in listed}
+    doc = {"format": "obsfs-attr-index", "version": 1, "entries": entries}
+    s3.put_object(Bucket=BUCKET, Key=f"{INDEX_DIR}/r/index.json", Body=json.dumps(doc).encode())
+    gone = ["r/f0000", "r/f0500", "r/f0959", "r/f1099"]
+    new = [*(f"r/f0500x{i:02d}" for i in range(60)), "r/f0959a", "r/f0960 é", "r/sub/inner", "r/f1099z"]
+    s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": key} for key in gone]})
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: s3.put_object(Bucket=BUCKET, Key=key, Body=b"new"), new))
+
+    mnt = mounter.mount(logged, BUCKET, "attr_index")
+    names = os.listdir(mnt.path / "r")
+    want = sorted({key[2:].split("/")[0] for key in hinted + new if key not in gone})
+    assert sorted(names) == want and len(names) == len(want), "nothing missed, nothing twice"
+    assert shown(mnt.path / "r" / "f0001")[:4] == (stat.S_IFREG | 0o640, 12, 34, 1)
+    assert shown(mnt.path / "r" / "f0960 é")[3] == 3 and stat.S_ISDIR(shown(mnt.path / "r" / "sub")[0])
+    assert mnt.umount() == 0
+    assert logged.log_path is not None
+    log = logged.log_path.read_text(errors="replace")
+    lists = [parse_qs(query) for query in re.findall(r'"GET /attrindex\?(\S+) HTTP', log)]
+    assert any(query.get("marker") == ["r/f0959"] and query.get("prefix") == ["r/"] for query in lists), \
+        "the second range starts at the bound"

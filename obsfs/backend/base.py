@@ -33,6 +33,11 @@ class StoreConfig:
             raise ValueError(f"signature must be obs, v2 or v4, not {self.signature!r}")
 
 
+def bare_etag(etag: str | None) -> str:
+    """ETags without quotes: the SDK percent-encodes quotes in If-Match, which then never matches."""
+    return (etag or "").strip().strip('"')
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """One object as the store describes it.

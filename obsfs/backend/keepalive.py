@@ -208,6 +208,7 @@ class Reply:
     status: int
     header: dict[str, str]
     errorCode: str | None = None  # noqa: N815 -- read where SDK results are read
+    body: bytes = b""  # a listing's; a HEAD's or PUT's is not kept
 
 
 # How a reused connection fails when the server had closed it before our request reached it:
@@ -282,13 +283,13 @@ class HeadClient:
         headers = put_headers(self.signer.prefix, content_type, len(body), metadata, conditions)
         return self._request("PUT", key, headers, body)
 
-    def list(self, query: Mapping[str, str]) -> tuple[Reply, bytes]:
-        """A listing (GET on the bucket with ``query``) and its body. On a connection of its
+    def list(self, query: Mapping[str, str]) -> Reply:
+        """A listing (GET on the bucket with ``query``), with its body. On a connection of its
         own, closed after the answer, as the SDK sends it: a GET on a reused connection answered
         about 40 ms late on RGW (module docstring), and a listing is no HEAD to send again."""
         probe = self._negotiate()
         if probe is not None:
-            return probe, b""
+            return probe
         path, headers = self.signer.listing(self.bucket, query, time.time())
         host, port = self.address
         conn = (http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self.tls)
@@ -304,7 +305,7 @@ class HeadClient:
             conn.close()
         code = _ERROR_CODE.search(body) if answer.status >= 300 else None
         return Reply(status=answer.status, header=header_map(answer.getheaders()),
-                     errorCode=code.group(1).decode("utf-8", "replace") if code else None), body
+                     errorCode=code.group(1).decode("utf-8", "replace") if code else None, body=body)
 
     def _negotiate(self) -> Reply | None:
         """Settle the dialect first if asked to; the probe's answer when it stands for the call."""

@@ -9,26 +9,23 @@ when a call first needs it (``ObsStore.client``): a mount answers without it.
 
 from __future__ import annotations
 
-import calendar
-import dataclasses
 import email.utils
 import functools
 import http.client
 import io
 import logging
 import os
-import re
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from xml.etree import ElementTree
 
 from obsfs.backend.addressing import addressing
-from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig
-from obsfs.backend.keepalive import HeadClient, Reply, Signer
+from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig, bare_etag
+from obsfs.backend.keepalive import HeadClient, Signer
+from obsfs.backend.listxml import ListingUnreadable, parse_listing
 from obsfs.errors import (
     AccessDenied,
     BadCredentials,
@@ -45,8 +42,6 @@ from obsfs.errors import (
 log = logging.getLogger(__name__)
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-# The SDK removes the first default namespace it finds before it parses an answer.
-_XMLNS = re.compile('xmlns="http.*?"')
 _TEMP_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed"}
 _CREDENTIAL_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AuthorizationHeaderMalformed"}
 _STREAM_CHUNK = 1 << 20
@@ -58,11 +53,6 @@ _COPY_PART = 512 * (1 << 20)
 # Files up to this size are PUT by keepalive.py, read whole into memory; larger ones stream
 # through the SDK, whose CPU per request matters little next to their transfer.
 LEAN_PUT_MAX = 1 << 20
-
-
-def bare_etag(etag: str | None) -> str:
-    """ETags without quotes: the SDK percent-encodes quotes in If-Match, which then never matches."""
-    return (etag or "").strip().strip('"')
 
 
 def _conditions(if_match: str | None, if_none_match: bool) -> dict[str, str]:
@@ -145,50 +135,6 @@ def _parse_http_date(value: str | None) -> float:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return 0.0
-
-
-@functools.lru_cache(maxsize=4096)
-def _listing_time(value: str | None) -> float:
-    """A listing's LastModified (ISO 8601, UTC) in whole seconds, as a HEAD's Last-Modified and
-    the SDK's listing (``YYYY/MM/DD HH:MM:SS``) give it: a file's mtime must not change by its
-    milliseconds between ``ls`` and ``stat``."""
-    if not value:
-        return 0.0
-    try:
-        return float(calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Listed:
-    """One answer to a listing, its fields read as the SDK's ``parseListObjects`` reads them (from
-    the body without its namespace; no ``encoding-type`` is asked for, so keys come as they are)."""
-
-    status: int
-    errorCode: str | None  # noqa: N815 -- read where SDK results are read (_call)
-    contents: list[tuple[str, int, str | None, str | None]]  # key, size, ETag, LastModified
-    prefixes: list[str]
-    truncated: bool
-    next_marker: str | None
-
-    @classmethod
-    def parse(cls, reply: Reply, body: bytes) -> Listed:
-        if reply.status >= 300:
-            return cls(reply.status, reply.errorCode, [], [], False, None)
-        text = body.decode("utf-8")
-        namespace = _XMLNS.search(text)
-        root = ElementTree.fromstring(text if namespace is None else text.replace(namespace.group(), ""))
-
-        def item(node: ElementTree.Element, name: str) -> str | None:
-            found = node.find(name)
-            return None if found is None else found.text
-
-        contents = [(item(node, "Key") or "", int(item(node, "Size") or 0), item(node, "ETag"),
-                     item(node, "LastModified")) for node in root.findall("Contents")]
-        prefixes = [item(node, "Prefix") or "" for node in root.findall("CommonPrefixes")]
-        return cls(reply.status, None, contents, prefixes, (item(root, "IsTruncated") or "").lower() == "true",
-                   item(root, "NextMarker"))
 
 
 @functools.cache
@@ -482,20 +428,14 @@ class ObsStore(ObjectStore):
 
     def list(self, prefix: str = "", delimiter: str | None = "/", marker: str | None = None,
              max_keys: int = 1000) -> ListPage:
-        query = {"prefix": prefix or None, "marker": marker, "max-keys": str(max_keys), "delimiter": delimiter}
-        body = self._call(f"LIST {prefix or '/'}", prefix, functools.partial(self._list, query))
-        objects = [ObjectInfo(key=key, size=size, etag=bare_etag(etag), last_modified=_listing_time(modified))
-                   for key, size, etag, modified in body.contents]
-        next_marker = None
-        if body.truncated:
-            # RGW gives the last key, moto an opaque token; both take their own value back.
-            next_marker = body.next_marker or (objects[-1].key if objects else None) or (
-                body.prefixes[-1] if body.prefixes else None)
-        return ListPage(objects=objects, prefixes=body.prefixes, next_marker=next_marker)
-
-    def _list(self, query: Mapping[str, str | None]) -> Listed:
-        reply, body = self.heads.list({name: value for name, value in query.items() if value is not None})
-        return Listed.parse(reply, body)
+        query = {"prefix": prefix, "marker": marker, "max-keys": str(max_keys), "delimiter": delimiter}
+        what = f"LIST {prefix or '/'}"
+        answer = self._call(what, prefix, functools.partial(
+            self.heads.list, {name: value for name, value in query.items() if value}))
+        try:
+            return parse_listing(answer.body)
+        except ListingUnreadable as exc:
+            raise StoreError(f"{what}: {exc}", key=prefix) from None
 
     # -- bucket ----------------------------------------------------------------------------
     def bucket_exists(self) -> bool:
@@ -532,8 +472,8 @@ class ObsStore(ObjectStore):
 
     def check_access(self, prefix: str = "") -> None:
         try:
-            self._call(f"LIST bucket {self.bucket}", None,
-                       functools.partial(self._list, {"prefix": prefix or None, "max-keys": "1"}))
+            query = {"prefix": prefix, "max-keys": "1"} if prefix else {"max-keys": "1"}
+            self._call(f"LIST bucket {self.bucket}", None, functools.partial(self.heads.list, query))
         except NotFound as exc:
             raise BucketNotFound(f"bucket {self.bucket!r} does not exist at {self.config.endpoint}",
                                  status=exc.status, code=exc.code) from None

@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+from collections.abc import Awaitable, Callable
 
 import pyfuse3
 import trio
 
-from obsfs.backend.base import ObjectInfo
+from obsfs.backend.base import ListPage, ObjectInfo
 from obsfs.dialects import Child, Kind, children_of, object_kind
 from obsfs.errors import NotFound, ObsfsError
 from obsfs.fs.attributes import Attributes
 from obsfs.fs.boundary import FsError, boundary
 from obsfs.fs.core import NEGATIVE, DirHandle
+from obsfs.indexing import IndexRead
 from obsfs.inodes import Entry, Node
 from obsfs.layout import InvalidName, join, listed_name, name_of, parent_of
+from obsfs.listranges import list_all
 from obsfs.meta import Attrs
 
 log = logging.getLogger(__name__)
@@ -42,33 +45,48 @@ class Listing(Attributes):
         prefix = self.layout.dir_key(path)
         objects: list[tuple[str, ObjectInfo]] = []
         prefixes: list[str] = []
-        known: dict[str, tuple[Attrs, str | None]] = {}
-        marker: str | None = None
         index = self.attr_index.reading(prefix) if self.attr_index is not None else None  # a GET, alongside
+        known: dict[str, tuple[Attrs, str | None]] = {}
+
+        async def recall(listed: list[ObjectInfo]) -> None:
+            # Attributes HEADed before (this mount or an earlier one) for the same ETag.
+            known.update(self.meta_cache.lookup((o.key, o.etag) for o in listed if o.etag))
+            if index is not None:  # and those the directory's attribute index vouches for
+                known.update(await index.known(listed))
+
         with self.deletes.listing() as removed:
-            while True:
-                page = await self.store.list(prefix=prefix, delimiter="/", marker=marker)
-                # Attributes HEADed before (this mount or an earlier one) for the same ETag.
-                known.update(self.meta_cache.lookup((o.key, o.etag) for o in page.objects if o.etag))
-                if index is not None:  # and those the directory's attribute index vouches for
-                    known.update(await index.known(page.objects))
-                for info in page.objects:
-                    name = listed_name(prefix, info.key)  # None: the directory's own marker, or a key we cannot show
-                    if name is not None and not removed(info.key):  # not removed here meanwhile
-                        objects.append((name, info))
-                for sub in page.prefixes:
-                    name = listed_name(prefix, sub)
-                    if name is not None and not removed(sub):  # a directory removed here, not yet in the store
-                        prefixes.append(name)
-                if page.next_marker is None:
-                    break
-                marker = page.next_marker
+            listed = await self._list_keys(prefix, index, recall)
+            for info in listed.objects:
+                name = listed_name(prefix, info.key)  # None: the directory's own marker, or a key we cannot show
+                if name is not None and not removed(info.key):  # not removed here meanwhile
+                    objects.append((name, info))
+            for sub in listed.prefixes:
+                name = listed_name(prefix, sub)
+                if name is not None and not removed(sub):  # a directory removed here, not yet in the store
+                    prefixes.append(name)
         found: dict[str, Entry] = {}
         for name, child in children_of(objects, prefixes).items():
             if not path and name in self.config.hidden:
                 continue  # a reserved name
             found[name] = self._listed_entry(join(path, name), child, known)
         return found
+
+    async def _list_keys(self, prefix: str, index: IndexRead | None,
+                         each: Callable[[list[ObjectInfo]], Awaitable[None]]) -> ListPage:
+        """Every key and common prefix of one directory, as one page; ``each`` is given its objects
+        part by part as they come. In ranges at once (listranges.py) where the index or the
+        metadata cache of an earlier mount hint at the names, else one page after the other."""
+        async def fetch(marker: str | None) -> ListPage:
+            return await self.store.list(prefix=prefix, delimiter="/", marker=marker)
+
+        async def hints(first_page: Callable[[], Awaitable[ListPage]]) -> list[str]:
+            if index is not None and (names := await index.keys()):
+                return names
+            if (await first_page()).next_marker is None:
+                return []  # one page: nothing to split, and no need to read meta.db
+            return self.meta_cache.keys_in(prefix)
+
+        return await list_all(fetch, prefix, hints, each)
 
     def _listed_entry(self, path: str, child: Child, known: dict[str, tuple[Attrs, str | None]]) -> Entry:
         """What a listing says of one child, with what the caches know of it."""
@@ -83,7 +101,9 @@ class Listing(Attributes):
         assert info is not None  # a name is a file only by its object
         if info.key in known:
             attrs, content_type = known[info.key]
-            return Entry(attrs.with_changes(size=info.size), etag=info.etag, content_type=content_type)
+            if attrs.size != info.size:  # the metadata cache keeps no size
+                attrs = attrs.with_changes(size=info.size)
+            return Entry(attrs, etag=info.etag, content_type=content_type)
         return self._object_entry(info, is_dir=False)
 
     async def _list(self, path: str) -> list[tuple[str, Entry]]:

@@ -94,3 +94,12 @@ def test_our_rows_go_when_an_older_obsfs_used_the_file_meanwhile(tmp_path: Path)
     cache.close()
     old_obsfs_writes(tmp_path / "meta.db", ("other", "e", stat.S_IFREG | 0o644, 0, 0, 1, 1, None))
     assert MetaCache(tmp_path / "meta.db").lookup([("disk", "e"), ("other", "e")]) == {}
+
+
+def test_the_keys_directly_under_a_directory_are_a_listings_hint(tmp_path: Path) -> None:
+    cache = MetaCache(tmp_path / "meta.db")
+    for key in ("d/a", "d/b é", "d/sub/c", "d0", "d.x", "c", "e/d/a", "top"):
+        cache.put(key, "e", ATTRS, None)
+    assert sorted(cache.keys_in("d/")) == ["d/a", "d/b é"], "pending rows too, and nothing deeper or beside"
+    assert sorted(cache.keys_in("")) == ["c", "d.x", "d0", "top"]
+    assert cache.keys_in("e/") == []
