@@ -1,7 +1,8 @@
 """The durable list of files whose contents are in the cache but not yet in the store.
 
 A row is written (and fsynced, by SQLite's ``synchronous=FULL``) before ``close()`` returns, after
-the data file itself was fsynced; it is deleted only once the store has that exact version. So
+the data file itself was fsynced (or with the data in it: small files, below); it is deleted only
+once the store has that exact version. So
 after a crash (``kill -9``, OOM) the next mount of the same cache dir finds every acknowledged
 write here. The schema is deliberately flat: one row per dirty file, no history.
 
@@ -22,6 +23,14 @@ need new blocks. So:
   again (a match by ETag, no conflict) or, its data file already freed, drops the row.
 - ``record`` of a data file cancels an owed delete of its row, in the same call: a new
   acknowledged version can never be removed by a delete meant for the one before.
+
+Small files. A row may carry the file's contents (``data``, up to ``JOURNALED_DATA_MAX``): then
+its data file is not fsynced, and the row's own fsync is the only one a close() of a small file
+costs (``cp -r`` of small files paid a second fsync per file, and a thread hand-off for it, for the
+data file). The data file is what counts as long as the machine runs (a kill -9 leaves it whole in
+the page cache, and a daemon that takes over an open file goes on writing it). After a reboot it
+may be torn, so the first recovery of a new boot (``rebooted``: the kernel's boot id differs from
+the one stored at the last recovery) writes each such file from its row before anything reads it.
 
 Which commits are fsynced. ``close()`` promises data that survives a power loss, so its row is
 committed with ``synchronous=FULL`` (the WAL is fsynced). An unlink promises less: POSIX makes
@@ -52,6 +61,11 @@ from obsfs.meta import Attrs
 log = logging.getLogger(__name__)
 
 RESERVE_BYTES = 1 << 20
+# Files up to this size are journaled with their contents (module docstring). A 64 KiB row costs
+# less than the fsync and thread hand-off it saves; larger ones would make the WAL checkpoints
+# (copies of every page, on the trio thread) the cost.
+JOURNALED_DATA_MAX = 64 << 10
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dirty (
@@ -61,7 +75,12 @@ CREATE TABLE IF NOT EXISTS dirty (
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
     content_type TEXT NOT NULL,
-    atime_ns INTEGER  -- NULL in rows an obsfs without atime wrote: the mtime stands in
+    atime_ns INTEGER,  -- NULL in rows an obsfs without atime wrote: the mtime stands in
+    data     BLOB      -- a small file's contents, its data file not fsynced; NULL: the data file was
+);
+CREATE TABLE IF NOT EXISTS boot (
+    id      INTEGER PRIMARY KEY CHECK (id = 0),
+    boot_id TEXT NOT NULL  -- the kernel's boot at the last recovery: another one means a reboot came since
 );
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,  -- a multipart upload started while its file was being written
@@ -81,6 +100,7 @@ class DirtyRecord:
     base_etag: str | None
     attrs: Attrs  # size is not stored: the data file's size is the truth
     content_type: str
+    data: bytes | None = None  # the whole contents, of a data file that was not fsynced
 
 
 # The deletes a full disk may leave owed, by table.
@@ -115,14 +135,20 @@ class Journal:
     nothing runs between releasing the reserve and the retry that needs its space (threads
     writing elsewhere in the cache dir may, which is why a delete can still end up owed)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, boot_id: str | None = None) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
-        if "atime_ns" not in {row[1] for row in self.db.execute("PRAGMA table_info(dirty)")}:
-            # A journal from before atime: its rows are acknowledged writes, so it is extended, never replaced.
-            self.db.execute("ALTER TABLE dirty ADD COLUMN atime_ns INTEGER")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(dirty)")}
+        # A journal of an older obsfs: its rows are acknowledged writes, so it is extended, never replaced.
+        for column, kind in (("atime_ns", "INTEGER"), ("data", "BLOB")):
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE dirty ADD COLUMN {column} {kind}")
+        self.boot_id = boot_id or Path(BOOT_ID_FILE).read_text().strip()
+        row = self.db.execute("SELECT boot_id FROM boot").fetchone()
+        self._stored_boot: str | None = row[0] if row else None
+        self.rebooted = self._stored_boot not in (None, self.boot_id)
         self.reserve_path = path.with_suffix(".reserve")
         self.reserved = False  # the reserve file is there, whole
         self.owed: set[tuple[str, str]] = set()  # (table, key) of deletes the disk had no room for
@@ -146,9 +172,9 @@ class Journal:
         with _as_os_error():
             self.db.execute(
                 "INSERT OR REPLACE INTO dirty (data_file, key, base_etag, mode, uid, gid, mtime_ns, ctime_ns, "
-                "content_type, atime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "content_type, atime_ns, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rec.data_file, rec.key, rec.base_etag, a.mode, a.uid, a.gid, a.mtime_ns, a.ctime_ns,
-                 rec.content_type, a.atime_ns))
+                 rec.content_type, a.atime_ns, rec.data))
         self.owed.discard(("dirty", rec.data_file))  # that delete was for the version before
         self._settle()
 
@@ -289,14 +315,23 @@ class Journal:
             return
         self.reserved = True
 
+    def recovered(self) -> None:
+        """The data files of this boot's rows are whole (``rebooted`` no longer applies): called
+        once recovery wrote those a reboot may have torn. Fsynced, as the rows it speaks for."""
+        self.rebooted = False
+        if self._stored_boot != self.boot_id:
+            with _as_os_error():
+                self.db.execute("INSERT OR REPLACE INTO boot VALUES (0, ?)", (self.boot_id,))
+            self._stored_boot = self.boot_id
+
     def open_uploads(self) -> list[tuple[str, str]]:
         """(upload id, key) of each multipart upload an earlier daemon left open."""
         return [(r[0], r[1]) for r in self.db.execute("SELECT upload_id, key FROM uploads ORDER BY rowid")]
 
     def all(self) -> list[DirtyRecord]:
         rows = self.db.execute("SELECT data_file, key, base_etag, mode, uid, gid, mtime_ns, ctime_ns, "
-                               "content_type, atime_ns FROM dirty ORDER BY rowid").fetchall()
+                               "content_type, atime_ns, data FROM dirty ORDER BY rowid").fetchall()
         return [DirtyRecord(data_file=r[0], key=r[1], base_etag=r[2],
                             attrs=Attrs(mode=r[3], uid=r[4], gid=r[5], size=0, atime_ns=r[6] if r[9] is None else r[9],
                                         mtime_ns=r[6], ctime_ns=r[7]),
-                            content_type=r[8]) for r in rows]
+                            content_type=r[8], data=r[10]) for r in rows]

@@ -103,5 +103,14 @@ class StagingArea:
         staged.journaled = True
         return staged
 
+    def rewrite(self, name: str, data: bytes) -> None:
+        """Make the staged file ``name`` hold exactly ``data`` again (after a reboot that may have
+        torn it, from its journal row); not fsynced: the row still holds the same bytes."""
+        fd = os.open(os.path.join(self.directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
     def names(self) -> set[str]:
         return set(os.listdir(self.directory))

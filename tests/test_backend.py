@@ -559,10 +559,12 @@ def test_connections_the_server_closed(moto: S3Server, proxy: KeepAliveProxy, bu
         assert store.head("k").size == 1
     assert len(proxy.requests) == 6 and proxy.connections == 4
 
-    proxy.drop = {7}
+    proxy.close_after_answer = False
+    assert store.head("k").size == 1  # request 7, on a connection that then stays open
+    proxy.drop = {8}  # a PUT (keepalive.py) on that connection, closed before the answer
     with pytest.raises(TemporaryFailure):
         store.put_bytes("k", b"y", metadata={}, content_type="text/plain")
-    assert proxy.requests[6].startswith(b"PUT ") and len(proxy.requests) == 7
+    assert proxy.requests[7].startswith(b"PUT ") and len(proxy.requests) == 8
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
     store.close()
 
@@ -593,6 +595,21 @@ def test_small_puts_share_a_connection(moto: S3Server, proxy: KeepAliveProxy, bu
     store.put_file("big", str(big), metadata=META, content_type="text/plain")
     assert proxy.connections == 2  # the SDK's own connection, closed after its request
     assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == big.read_bytes()
+    store.close()
+
+
+@pytest.mark.parametrize("signature", ["v2", "v4"])
+def test_markers_share_a_connection(moto: S3Server, proxy: KeepAliveProxy, bucket: str, s3: Any,
+                                    signature: str) -> None:
+    """A directory's marker (mkdir, then its times) goes out on the thread's keep-alive
+    connection as a small file does, and lands as the SDK would store it."""
+    store = through(proxy, moto, bucket, signature=signature)
+    etags = [store.put_bytes(f"d ü+%41/{n}/", b"", metadata=META, content_type="application/x-directory")
+             for n in range(3)]
+    assert proxy.connections == 1 and [line.split()[0] for line in proxy.requests] == [b"PUT"] * 3
+    got = s3.get_object(Bucket=bucket, Key="d ü+%41/0/")
+    assert got["Body"].read() == b"" and got["Metadata"] == META and got["ETag"].strip('"') == etags[0]
+    assert got["ContentType"] == "application/x-directory"
     store.close()
 
 

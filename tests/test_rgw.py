@@ -67,7 +67,7 @@ def test_heads_over_keep_alive_with_each_signature(rgw: S3Server, rgw_bucket: st
 @pytest.mark.parametrize("signature", ["v2", "v4"])
 def test_small_puts_over_keep_alive_with_each_signature(rgw: S3Server, rgw_bucket: str, tmp_path: Path,
                                                         signature: str) -> None:
-    """RGW checks the signatures of the PUTs keepalive.py sends for small files, with user
+    """RGW checks the signatures of the PUTs keepalive.py sends for small files and markers, with user
     metadata and conditions; the proxy shows the connection is reused, and an answer with an
     error code (a bad key) is read off the same kind of connection."""
     src = tmp_path / "src"
@@ -90,6 +90,10 @@ def test_small_puts_over_keep_alive_with_each_signature(rgw: S3Server, rgw_bucke
         assert {name: info.metadata.get(name) for name in meta} == {name: dict(sdk.header)[name] for name in meta}
         assert store.put_file(f"kp/ü b+%41-0-{signature}", str(src), metadata={}, content_type="text/plain",
                               if_match=etags[0]) == etags[0]
+        marker = f"kp/dir ü+%41-{signature}/"  # a directory's marker (put_bytes) goes the same way
+        etag = store.put_bytes(marker, b"", metadata=meta, content_type="application/x-directory")
+        head = boto_client(rgw).head_object(Bucket=rgw_bucket, Key=marker)
+        assert head["ETag"].strip('"') == etag and head["Metadata"]["mode"] == meta["mode"]
         store.close()
         bad = ObsStore(store_config(rgw, endpoint=endpoint, signature=signature, secret_key="not-it"), rgw_bucket)
         with pytest.raises(BadCredentials, match="secret key does not match"):  # the code, from the body

@@ -12,7 +12,6 @@ from __future__ import annotations
 import email.utils
 import functools
 import http.client
-import io
 import logging
 import os
 import socket
@@ -339,13 +338,11 @@ class ObsStore(ObjectStore):
 
     def put_bytes(self, key: str, data: bytes, *, metadata: Mapping[str, str], content_type: str) -> str:
         _check_key(key)
-        # A file-like body with a length streams; putContent(bytes) would format the payload into a
-        # debug string first.
-        resp = self._call(f"PUT {key}", key, lambda: self.client.putContent(
-            self.bucket, key, io.BytesIO(data), metadata=dict(metadata),
-            headers=sdk().PutObjectHeader(contentType=content_type, contentLength=len(data)),
-            extensionHeaders=self._ext()))
-        return bare_etag(getattr(resp.body, "etag", None))
+        # As put_file's small files, and for the same reason: a new directory is a marker PUT
+        # and a PUT of its times (dirtimes.py), 0.3 of them per file of a cp -r of small files.
+        reply = self._call(f"PUT {key}", key, functools.partial(
+            self.heads.put, key, data, content_type=content_type, metadata=metadata, conditions={}))
+        return bare_etag(reply.header.get("etag"))
 
     def initiate_multipart(self, key: str, *, metadata: Mapping[str, str], content_type: str) -> str:
         _check_key(key)

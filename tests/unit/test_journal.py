@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -144,4 +145,32 @@ def test_a_journal_from_before_atime_keeps_its_rows(tmp_path: Path) -> None:
     journal.record(rec("new"))
     assert {r.data_file: r.attrs for r in journal.all()} == {
         "old": Attrs(mode=33188, uid=0, gid=0, size=0, atime_ns=5, mtime_ns=5, ctime_ns=6), "new": ATTRS}
+    journal.close()
+
+
+def test_a_new_boot_is_told_until_recovery_is_done(tmp_path: Path) -> None:
+    """Rows keep a small file's bytes; the journal says when the boot changed since the last
+    recovery (the data files may be torn then), until that recovery is done."""
+    journal = Journal(tmp_path / "journal.db", boot_id="one")
+    assert not journal.rebooted  # a new journal: no row can be older than this boot
+    journal.record(replace(rec("small"), data=b"bytes"))
+    journal.record(rec("large"))
+    journal.recovered()
+    journal.close()
+    again = Journal(tmp_path / "journal.db", boot_id="one")
+    assert not again.rebooted
+    again.close()
+    after = Journal(tmp_path / "journal.db", boot_id="two")
+    assert after.rebooted
+    assert {r.data_file: r.data for r in after.all()} == {"small": b"bytes", "large": None}
+    after.close()
+    for recovering in (False, True):  # told again until a recovery is done
+        journal = Journal(tmp_path / "journal.db", boot_id="two")
+        assert journal.rebooted
+        if recovering:
+            journal.recovered()
+            assert not journal.rebooted
+        journal.close()
+    journal = Journal(tmp_path / "journal.db", boot_id="two")
+    assert not journal.rebooted
     journal.close()
