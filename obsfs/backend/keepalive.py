@@ -414,10 +414,14 @@ def _read_answer(sock: socket.socket, *, has_body: bool) -> tuple[int, list[tupl
     tokens = ",".join(v for n, v in fields if n.lower() == "connection").lower()
     keep = version == "HTTP/1.1" and "close" not in tokens
     data = data[end + 4:]
+    status = int(rest[:3])
+    # 204 and 304 answers end at their headers whatever they say (RFC 9112, 6.3): reading on for
+    # a body would wait until the server closed or the socket timed out.
+    has_body = has_body and status not in (204, 304)
     if has_body:
         data, keep = _read_body(sock, fields, data, keep)
     # Bytes past the answer were never asked for: the stream cannot be trusted for another.
-    return int(rest[:3]), fields, keep and not (data and not has_body), data if has_body else b""
+    return status, fields, keep and not (data and not has_body), data if has_body else b""
 
 
 def _read_body(sock: socket.socket, fields: list[tuple[str, str]], data: bytes, keep: bool) -> tuple[bytes, bool]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import email.utils
+import socket
 import time
 
 import pytest
 from obs import auth, client, convertor  # type: ignore[import-untyped]
 
-from obsfs.backend.keepalive import Signer, header_map, object_path, put_headers
+from obsfs.backend.keepalive import Signer, _read_answer, header_map, object_path, put_headers
 
 KEYS = ["plain", "a b/ü+%41~x", "dir/", "*'()!$&,;=@:"]
 NOW = 1_790_000_000.0
@@ -102,3 +103,20 @@ def test_v4_put_signature_matches_the_sdk(key: str, conditions: dict[str, str]) 
     sdk = auth.V4Authentication("AK", "SK/secret+", "region-1", stamp[:8], stamp, True, convertor.Adapter("v4"))
     expected = sdk.doAuth("PUT", "bkt", key, {}, {"Host": host, "x-amz-date": stamp, **extra})
     assert headers["Authorization"] == expected["Authorization"]
+
+
+@pytest.mark.parametrize("answer, body, reusable", [
+    (b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n", b"", True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody", b"body", True),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n",
+     b"4\r\nbody\r\n0\r\n\r\n", False),
+])
+def test_answers_end_where_their_framing_says(answer: bytes, body: bytes, reusable: bool) -> None:
+    """An answer is read up to its end and no further, on a connection the server keeps open: a
+    204 has no body whatever its headers say; reading on would wait for the socket's timeout."""
+    ours, server = socket.socketpair()
+    with ours, server:
+        ours.settimeout(5)  # a failure of this test, not a measurement
+        server.sendall(answer)
+        status, _, keep, data = _read_answer(ours, has_body=True)
+        assert (status, data, keep) == (int(answer[9:12]), body, reusable)
