@@ -205,6 +205,7 @@ class Uploads(FsCore):
         for node in left:
             log.error("not uploaded: %s (kept in %s; the next mount with this cache dir uploads it)",
                       node.path, node.staged.path if node.staged else "?")
+        self.staging.close()  # its spare files: nothing is created after the final uploads
         owed = await self.deletes.drain(max(0.0, until - trio.current_time()))
         for key in owed:
             log.error("not deleted: %s (journaled; the next mount with this cache dir deletes it)", key)
