@@ -182,7 +182,8 @@ class Uploads(FsCore):
             node.staged = None
             self.inodes.drop_if_unused(node)
         if journaled:
-            self.journal.remove(staged.name)
+            # With other uploads to come, the next close's row takes the delete along (journal.py).
+            self.journal.remove(staged.name, later=self.writeback.others_pending(node))
 
     def _discard_staged(self, node: Node) -> None:
         """The file is gone: drop its pending upload and its cached data."""
