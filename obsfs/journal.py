@@ -42,7 +42,9 @@ already has (``_UNSYNCED_DELETES``): ``cp -r`` paid one fsync per file for those
 drops the newest unsynced transactions whole and in order (the WAL is one log), so a lost unlink
 brings back the file as it was, its dirty row included, never half of it; and every later
 fsynced commit (a close's row, the confirmation of a batch of deletes) makes the unlinks before
-it durable too. ``sync`` makes everything committed durable, for fsyncdir and unmount.
+it durable too. ``sync`` makes everything committed durable, for fsyncdir and unmount. While
+more uploads are queued, the delete of an uploaded file's row is not even a commit of its own: it
+waits for the next ``record`` and goes in its transaction (``remove(later=True)``).
 """
 
 from __future__ import annotations
