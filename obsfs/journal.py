@@ -42,7 +42,9 @@ already has (``_UNSYNCED_DELETES``): ``cp -r`` paid one fsync per file for those
 drops the newest unsynced transactions whole and in order (the WAL is one log), so a lost unlink
 brings back the file as it was, its dirty row included, never half of it; and every later
 fsynced commit (a close's row, the confirmation of a batch of deletes) makes the unlinks before
-it durable too. ``sync`` makes everything committed durable, for fsyncdir and unmount.
+it durable too. ``sync`` makes everything committed durable, for fsyncdir and unmount. While
+more uploads are queued, the delete of an uploaded file's row is not even a commit of its own: it
+waits for the next ``record`` and goes in its transaction (``remove(later=True)``).
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class Journal:
         self.reserve_path = path.with_suffix(".reserve")
         self.reserved = False  # the reserve file is there, whole
         self.owed: set[tuple[str, str]] = set()  # (table, key) of deletes the disk had no room for
+        self._later: set[str] = set()  # dirty rows whose delete waits for the next record (``remove``)
         self._restore_reserve()
 
     def close(self) -> None:
@@ -169,18 +172,41 @@ class Journal:
 
     def record(self, rec: DirtyRecord) -> None:
         a = rec.attrs
-        with _as_os_error():
-            self.db.execute(
-                "INSERT OR REPLACE INTO dirty (data_file, key, base_etag, mode, uid, gid, mtime_ns, ctime_ns, "
-                "content_type, atime_ns, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rec.data_file, rec.key, rec.base_etag, a.mode, a.uid, a.gid, a.mtime_ns, a.ctime_ns,
-                 rec.content_type, a.atime_ns, rec.data))
         self.owed.discard(("dirty", rec.data_file))  # that delete was for the version before
+        self._later.discard(rec.data_file)
+        later, self._later = self._later, set()
+        with _as_os_error():
+            if later:
+                self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if later:
+                    self.db.executemany(_DELETE["dirty"], [(name,) for name in later])
+                self.db.execute(
+                    "INSERT OR REPLACE INTO dirty (data_file, key, base_etag, mode, uid, gid, mtime_ns, ctime_ns, "
+                    "content_type, atime_ns, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rec.data_file, rec.key, rec.base_etag, a.mode, a.uid, a.gid, a.mtime_ns, a.ctime_ns,
+                     rec.content_type, a.atime_ns, rec.data))
+                if later:
+                    self.db.execute("COMMIT")
+            except BaseException:
+                if later:
+                    self._rollback()
+                    self.owed.update(("dirty", name) for name in later)  # settled once there is room
+                raise
         self._settle()
 
-    def remove(self, data_file: str) -> None:
-        """Never fails for a full disk: the delete is then owed (see the module docstring)."""
-        self._delete("dirty", data_file)
+    def remove(self, data_file: str, *, later: bool = False) -> None:
+        """Never fails for a full disk: the delete is then owed (see the module docstring).
+
+        ``later``: the caller knows more rows are coming (uploads are queued behind this one), so
+        the delete may wait for the next ``record`` and go in its transaction: ``cp -r`` of small
+        files then commits once per file instead of twice (0.05 ms of CPU per file, a 30 KiB
+        row's). Until then the row stays as an owed one would (module docstring); any other write
+        to the journal, or a delete that is not ``later``, runs it."""
+        if later:
+            self._later.add(data_file)
+        else:
+            self._delete("dirty", data_file)
 
     def note_upload(self, upload_id: str, key: str) -> None:
         """An open multipart upload: if we crash before it is completed or aborted, its parts
@@ -265,6 +291,8 @@ class Journal:
     def _settle(self) -> None:
         """Run the owed deletes, spending the reserve if the disk is full; then re-create the
         reserve if it was spent and nothing is owed any more."""
+        self.owed.update(("dirty", name) for name in self._later)
+        self._later.clear()
         for table, key in sorted(self.owed):
             try:
                 with self._unsynced() if table in _UNSYNCED_DELETES else contextlib.nullcontext():

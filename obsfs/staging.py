@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 
 
@@ -78,17 +79,75 @@ class StagedFile:
             os.unlink(self.path)
 
 
+# Spare files made ahead by a thread (``make_spares``): creating a file costs this filesystem's
+# trio thread 0.1-0.2 ms of CPU on ext4 (inode allocation), moving one in from the spare directory
+# 5 us. A refill starts when fewer than SPARES_LOW are left; each costs one thread hand-off.
+SPARES = 32
+SPARES_LOW = 16
+
+
 class StagingArea:
-    """A private directory of staged files, one per object being written."""
+    """A private directory of staged files, one per object being written.
+
+    Spare files wait empty in a sibling directory (``<staging>.spare``), never in the staging
+    directory itself: what is there is always some file's contents, which recovery reads by
+    name. A spare is renamed in when it is handed out. None holds data, so those a crash leaves
+    are deleted when the next daemon opens the staging area.
+    """
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.directory = directory
+        self.spare_directory = directory + ".spare"
+        shutil.rmtree(self.spare_directory, ignore_errors=True)
+        os.makedirs(self.spare_directory, mode=0o700, exist_ok=True)
+        self._spares: list[StagedFile] = []
+        self._refilling = False
 
     def new(self) -> StagedFile:
-        path = os.path.join(self.directory, uuid.uuid4().hex)
+        if self._spares:
+            staged = self._spares.pop()
+            path = os.path.join(self.directory, staged.name)
+            try:
+                os.rename(staged.path, path)
+            except OSError:
+                staged.remove()
+                raise
+            staged.path = path
+            return staged
+        return self._create(self.directory)
+
+    @staticmethod
+    def _create(directory: str) -> StagedFile:
+        path = os.path.join(directory, uuid.uuid4().hex)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         return StagedFile(path, fd)
+
+    def spares_wanted(self) -> int:
+        """How many spares a refill should make now: 0 while one is under way or enough are left.
+        Otherwise the caller runs ``make_spares`` in a thread and hands its result to ``add_spares``."""
+        if self._refilling or len(self._spares) >= SPARES_LOW:
+            return 0
+        self._refilling = True
+        return SPARES - len(self._spares)
+
+    def make_spares(self, count: int) -> list[StagedFile]:
+        """Create ``count`` empty files in the spare directory; runs in a thread, so it touches no
+        state of ours. Stops at the first failure (a full disk): ``new`` then creates its own."""
+        made: list[StagedFile] = []
+        with contextlib.suppress(OSError):
+            for _ in range(count):
+                made.append(self._create(self.spare_directory))
+        return made
+
+    def add_spares(self, made: list[StagedFile]) -> None:
+        self._spares.extend(made)
+        self._refilling = False
+
+    def close(self) -> None:
+        """Delete the spare files (the unmount)."""
+        while self._spares:
+            self._spares.pop().remove()
 
     def reopen(self, name: str) -> StagedFile | None:
         """A staged file left by an earlier daemon (crash recovery); None if it is gone."""

@@ -87,6 +87,10 @@ class WriteBack:
     def busy(self, node: Node) -> bool:
         return node in self._due or node in self._active
 
+    def others_pending(self, node: Node) -> bool:
+        """Uploads other than ``node``'s are waiting or running."""
+        return len(self._due) + len(self._active) > (node in self._due) + (node in self._active)
+
     def pending(self) -> list[Node]:
         return list(self._due) + [n for n in self._active if n not in self._due]
 

@@ -35,7 +35,7 @@ from obsfs.meta import Attrs, Defaults, attrs_from_object, implicit_dir_attrs, s
 from obsfs.metacache import MetaCache
 from obsfs.metrics import Metrics
 from obsfs.reader import ChunkReader, ReadState
-from obsfs.staging import StagingArea
+from obsfs.staging import StagedFile, StagingArea
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ class FsCore(pyfuse3.Operations):
         # moment at which no other task of pyfuse3's loop can be about to read a request (a
         # planned handover stops the loop there, handover.Drain).
         self.on_request: Callable[[], None] = lambda: None
+        self._spare_limiter = trio.CapacityLimiter(1)  # one refill of spare staged files at a time
 
     def _root_entry(self) -> Entry:
         d = self.config.defaults
@@ -474,6 +475,20 @@ class FsCore(pyfuse3.Operations):
         self.handle_table.stage(StagedRow(node.ino, staged.name, staged.base_etag, attrs.mode, attrs.uid,
                                           attrs.gid, attrs.atime_ns,
                                           node.entry.content_type or content_type_for(path)))
+
+    def _new_staged(self) -> StagedFile:
+        """A new empty staged file, taken from the spares a thread made ahead (staging.py)."""
+        staged = self.staging.new()
+        if self.nursery is not None and (count := self.staging.spares_wanted()):
+            self.nursery.start_soon(self._refill_spares, count, name="staging spares")
+        return staged
+
+    async def _refill_spares(self, count: int) -> None:
+        made: list[StagedFile] = []
+        try:
+            made = await trio.to_thread.run_sync(self.staging.make_spares, count, limiter=self._spare_limiter)
+        finally:
+            self.staging.add_spares(made)
 
     def _file_handle(self, fh: int) -> FileHandle:
         handle = self._handles.get(fh)

@@ -49,7 +49,7 @@ class OpenFiles(Uploads):
         """A local copy of the file's contents (downloaded unless it is about to be truncated)."""
         if node.staged is not None:
             return node.staged
-        staged = self.staging.new()
+        staged = self._new_staged()
         try:
             entry = node.entry
             if not truncate and entry.etag is not None and entry.attrs.size > 0:

@@ -243,7 +243,7 @@ class Namespace(Listing):
         entry = Entry(attrs, content_type=content_type_for(path))
         node = self.inodes.add(path, entry)
         node.local_only = True
-        node.staged = self.staging.new()
+        node.staged = self._new_staged()
         node.staged.mark_dirty()
         self.local_only[path] = node
         self._note_staged(node)

@@ -182,7 +182,8 @@ class Uploads(FsCore):
             node.staged = None
             self.inodes.drop_if_unused(node)
         if journaled:
-            self.journal.remove(staged.name)
+            # With other uploads to come, the next close's row takes the delete along (journal.py).
+            self.journal.remove(staged.name, later=self.writeback.others_pending(node))
 
     def _discard_staged(self, node: Node) -> None:
         """The file is gone: drop its pending upload and its cached data."""
@@ -205,6 +206,7 @@ class Uploads(FsCore):
         for node in left:
             log.error("not uploaded: %s (kept in %s; the next mount with this cache dir uploads it)",
                       node.path, node.staged.path if node.staged else "?")
+        self.staging.close()  # its spare files: nothing is created after the final uploads
         owed = await self.deletes.drain(max(0.0, until - trio.current_time()))
         for key in owed:
             log.error("not deleted: %s (journaled; the next mount with this cache dir deletes it)", key)

@@ -174,3 +174,27 @@ def test_a_new_boot_is_told_until_recovery_is_done(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.db", boot_id="two")
     assert not journal.rebooted
     journal.close()
+
+
+def test_a_later_delete_rides_in_the_next_records_transaction(tmp_path: Path) -> None:
+    """cp -r of small files: the row of an uploaded file goes in the same commit as the next
+    file's row, never in a commit of its own; a record of the same name cancels it."""
+    journal = Journal(tmp_path / "journal.db", boot_id="boot")
+    try:
+        statements: list[str] = []
+        journal.db.set_trace_callback(statements.append)
+        for name in ("a", "b", "c"):
+            journal.record(rec(name))
+        journal.remove("a", later=True)
+        journal.remove("b", later=True)
+        assert {r.data_file for r in journal.all()} == {"a", "b", "c"}, "waits for the next record"
+        journal.record(rec("b"))  # written again after its upload: the new row stays
+        assert {r.data_file for r in journal.all()} == {"b", "c"}
+        deletes = [i for i, sql in enumerate(statements) if sql.startswith("DELETE")]
+        assert [statements[i - 1] for i in deletes] == ["BEGIN IMMEDIATE"]  # a's, then b's row
+        assert not any(sql.startswith("PRAGMA") for sql in statements), "no commit of its own"
+        journal.remove("c", later=True)
+        journal.remove("b")  # not later: runs what waits too
+        assert journal.all() == []
+    finally:
+        journal.close()
