@@ -162,6 +162,10 @@ class ObsStore(ObjectStore):
         self._client_lock = threading.Lock()
         self.heads = self._head_client()
 
+    def prepare(self) -> None:
+        """Import the SDK and make the client, which the first GET or large upload needs."""
+        _ = self.client
+
     @property
     def client(self) -> Any:
         """The SDK's client, made (and the SDK imported) when a call first needs it: listings,
