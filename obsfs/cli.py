@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from obsfs import __version__, credentials, keeper
+from obsfs import __version__, credentials, keeperlink
 from obsfs.credentials import SECRET_ENV_NAMES, Credentials
 from obsfs.errors import (
     AccessDenied,
@@ -230,7 +230,7 @@ def become_keeper(args: argparse.Namespace, spec: MountSpec, creds: Credentials)
     os.umask(0o077)
     first: list[str] = []
     if args.ready_fd is not None and not SECRET_ENV_NAMES & os.environ.keys():
-        listener = keeper.listen(sock)
+        listener = keeperlink.listen(sock)
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -371,8 +371,11 @@ def _wait_until(condition: Callable[[], bool], end: float) -> bool:
 
 def _generation(keeper_pid: int) -> int:
     """The keeper's re-executions so far (``keeper.Carried``), -1 once it is gone."""
+    # Imported here: the daemon is forked from this module's process (keeperlink.py).
+    from obsfs.keeper import generation_of
+
     try:
-        return keeper.generation_of(keeper_pid)
+        return generation_of(keeper_pid)
     except OSError:
         return -1
 
