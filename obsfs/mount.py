@@ -49,8 +49,8 @@ from obsfs.status import SHOWN_FILES, Report
 
 log = logging.getLogger(__name__)
 
-# Seconds from the mount's first answer to the SDK's import (_prepare_store): time for the requests
-# that follow a mount at once, which the import's hold on the GIL would slow.
+# Seconds without a FUSE request after which the SDK is imported (_prepare_store): the requests
+# that follow a mount at once (a listing, stats) come closer together than that.
 PREPARE_DELAY = 0.1
 
 
@@ -154,13 +154,17 @@ async def _verify_mounted(mountpoint: str, ready: Callable[[], None], session: K
     mounted.set()
 
 
-async def _prepare_store(astore: AsyncStore, mounted: trio.Event) -> None:
+async def _prepare_store(astore: AsyncStore, fs: Filesystem, mounted: trio.Event) -> None:
     """The SDK is imported when a call first needs it, after the mount answers (``docs/survival.md``),
-    which made the first read wait for it: 90 ms on moto, up to 250 ms on a loaded RGW. So once
-    the mount has answered and served its first requests for a moment (a listing and stats,
-    typically), it is imported here, ahead of the first read."""
+    which made the first read wait for it: 90 ms on moto, up to 250 ms on a loaded RGW. Importing
+    it as soon as the mount answered slowed the listing that comes at that moment (the GIL), so
+    it is imported here once the mount has answered and then gone PREPARE_DELAY without a request.
+    A mount busy all along imports it at its first read, as before."""
     await mounted.wait()
-    await trio.sleep(PREPARE_DELAY)
+    seen = -1
+    while fs.requests != seen:
+        seen = fs.requests
+        await trio.sleep(PREPARE_DELAY)
     await astore.prepare()
     log.info("loaded the SDK ahead of the first read")
 
@@ -278,7 +282,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
                 nursery.start_soon(_signals, stop, hand_over if session else None)
                 mounted = trio.Event()
                 nursery.start_soon(_verify_mounted, spec.mountpoint, ready, session, mounted)
-                nursery.start_soon(_prepare_store, astore, mounted)
+                nursery.start_soon(_prepare_store, astore, fs, mounted)
                 with serving:
                     await pyfuse3.main()
                 closed = True
