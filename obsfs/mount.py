@@ -155,11 +155,11 @@ async def _verify_mounted(mountpoint: str, ready: Callable[[], None], session: K
 
 
 async def _prepare_store(astore: AsyncStore, fs: Filesystem, mounted: trio.Event) -> None:
-    """The SDK is imported when a call first needs it, after the mount answers (``docs/survival.md``),
-    which made the first read wait for it: 90 ms on moto, up to 250 ms on a loaded RGW. Importing
-    it as soon as the mount answered slowed the listing that comes at that moment (the GIL), so
-    it is imported here once the mount has answered and then gone PREPARE_DELAY without a request.
-    A mount busy all along imports it at its first read, as before."""
+    """The mount answers without the SDK (``docs/survival.md``), but a first read that imports it
+    waits for it: 90 ms on moto, up to 250 ms on a loaded RGW. Importing it as soon as the mount
+    answered slowed the listing that comes at that moment (the GIL), so it is imported here once
+    the mount has answered and then gone PREPARE_DELAY without a request. A mount busy all along
+    imports it at its first read, as before."""
     await mounted.wait()
     seen = -1
     while fs.requests != seen:

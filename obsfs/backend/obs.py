@@ -4,7 +4,8 @@ The SDK reports HTTP errors as result values and transport errors as plain excep
 module is the one place that turns both into ``obsfs.errors`` types. The SDK's own retries are
 off (``max_retry_count=0``): ``retry.py`` owns the policy so that every call has one deadline.
 HEADs, small PUTs and listings go through ``keepalive.py`` instead, and the SDK is imported only
-when a call first needs it (``ObsStore.client``): a mount answers without it.
+by ``prepare`` (once the mount has answered and gone idle) or by the first call that needs it
+(``ObsStore.client``): a mount answers without it.
 """
 
 from __future__ import annotations
