@@ -7,12 +7,11 @@ Without ``-f`` the command forks into its own session and returns 0 only once th
 proved the mount answers; any failure before that is printed as one line, with the exit code
 below. The forked child becomes the keeper (the default, ``docs/survival.md``), after forking
 the first daemon, or, with ``-o nokeeper``, the daemon itself. Either way the filesystem's
-modules (pyfuse3, trio and our own: about 0.1 s; the SDK, 0.1 s more, once the mount has answered
-and gone idle for a moment, ``mount._prepare_store``) are imported once, by the process that
-serves: this one imports only what deciding needs (``obsfs/runtime.py``), and not the keeper's
-module either (``obsfs/keeperlink.py``). Credentials never reach a daemon through argv or env: a daemon that has
-to start afresh (one the keeper starts later, or one whose environment held keys) reads them
-from an inherited pipe.
+modules (pyfuse3, trio and our own: about 0.1 s; the SDK, 0.1 s more, once a call needs it) are
+imported once, by the process that serves: this one imports only what deciding needs
+(``obsfs/runtime.py``), and not the keeper's module either (``obsfs/keeperlink.py``).
+Credentials never reach a daemon through argv or env: a daemon that has to start afresh (one the
+keeper starts later, or one whose environment held keys) reads them from an inherited pipe.
 
 ``obsfs upgrade`` moves a mount that has a keeper (the default) to the obsfs installed now
 (docs/survival.md).

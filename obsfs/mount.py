@@ -49,10 +49,6 @@ from obsfs.status import SHOWN_FILES, Report
 
 log = logging.getLogger(__name__)
 
-# Seconds without a FUSE request after which the SDK is imported (_prepare_store): the requests
-# that follow a mount at once (a listing, stats) come closer together than that.
-PREPARE_DELAY = 0.1
-
 
 def default_cache_dir(spec: MountSpec) -> str:
     """One cache dir per endpoint, bucket and prefix, so a remount finds what a crash left behind."""
@@ -139,8 +135,7 @@ async def _signals(stop: Callable[[], None], hand_over: Callable[[], None] | Non
             stop()
 
 
-async def _verify_mounted(mountpoint: str, ready: Callable[[], None], session: KeeperSession | None,
-                          mounted: trio.Event) -> None:
+async def _verify_mounted(mountpoint: str, ready: Callable[[], None], session: KeeperSession | None) -> None:
     """Prove the mount answers (a stat served by our own loop) before telling anyone it is up."""
     if session is not None:
         await session.attach(mountpoint)
@@ -151,26 +146,6 @@ async def _verify_mounted(mountpoint: str, ready: Callable[[], None], session: K
     log.info("mounted at %s", mountpoint)
     raise_readahead(info.st_dev)
     ready()
-    mounted.set()
-
-
-async def _prepare_store(astore: AsyncStore, fs: Filesystem, mounted: trio.Event) -> None:
-    """The mount answers without the SDK (``docs/survival.md``), but a first read that imports it
-    waits for it: 90 ms on moto, up to 250 ms on a loaded RGW. Importing it as soon as the mount
-    answered slowed the listing that comes at that moment (the GIL), so it is imported here once
-    the mount has answered and then gone PREPARE_DELAY without a request. A mount busy all along
-    imports it at its first read, as before."""
-    await mounted.wait()
-    seen = -1
-    while fs.requests != seen:
-        seen = fs.requests
-        await trio.sleep(PREPARE_DELAY)
-    try:
-        await astore.prepare()
-    except Exception:  # a warm-up: the first call that needs the SDK meets the error again, at the boundary
-        log.exception("could not load the SDK ahead of the first read")
-        return
-    log.info("loaded the SDK ahead of the first read")
 
 
 def raise_readahead(dev: int, kib: int = 1024) -> None:
@@ -284,9 +259,7 @@ async def serve(spec: MountSpec, creds: Credentials, ready: Callable[[], None]) 
                 await nursery.start(fs.deletes.run)
                 await nursery.start(control.serve, listen, routes)
                 nursery.start_soon(_signals, stop, hand_over if session else None)
-                mounted = trio.Event()
-                nursery.start_soon(_verify_mounted, spec.mountpoint, ready, session, mounted)
-                nursery.start_soon(_prepare_store, astore, fs, mounted)
+                nursery.start_soon(_verify_mounted, spec.mountpoint, ready, session)
                 with serving:
                     await pyfuse3.main()
                 closed = True

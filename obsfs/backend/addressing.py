@@ -3,8 +3,7 @@ decides it, without importing the SDK.
 
 The SDK (with requests, urllib3 and pycryptodome) is about 0.1 s of imports, the largest part of
 a daemon's start. The mount's first answers (the bucket check, the root's listing, HEADs) go
-through ``keepalive.py``, which needs only this; the SDK is imported once the mount has answered
-and gone idle for a moment (``mount._prepare_store``), or before, by the first call that needs it
+through ``keepalive.py``, which needs only this; the SDK is imported when a call first needs it
 (``obs.ObsStore.client``). ``tests/unit/test_addressing.py`` holds this to the SDK's own
 attributes for each kind of endpoint.
 """

@@ -276,10 +276,5 @@ class AsyncStore:
         return await self._run(f"LIST {prefix or '/'}", functools.partial(
             self.store.list, prefix, delimiter, marker, max_keys))
 
-    async def prepare(self) -> None:
-        """The store's ``prepare`` in a worker thread: its imports hold the GIL for most of their
-        time, but the trio thread keeps serving between their switches."""
-        await trio.to_thread.run_sync(self.store.prepare, limiter=self.data_limiter)
-
     async def check_access(self, prefix: str = "") -> None:
         await self._run(f"check bucket {self.bucket}", functools.partial(self.store.check_access, prefix))

@@ -154,10 +154,6 @@ class ObjectStore(abc.ABC):
         return False
 
     @abc.abstractmethod
-    def prepare(self) -> None:
-        """Load now, in a worker thread, what the first read or upload would load (blocking)."""
-
-    @abc.abstractmethod
     def check_access(self, prefix: str = "") -> None:
         """One cheap authenticated call that proves the bucket exists and the keys work.
 

@@ -4,8 +4,7 @@ The SDK reports HTTP errors as result values and transport errors as plain excep
 module is the one place that turns both into ``obsfs.errors`` types. The SDK's own retries are
 off (``max_retry_count=0``): ``retry.py`` owns the policy so that every call has one deadline.
 HEADs, small PUTs and listings go through ``keepalive.py`` instead, and the SDK is imported only
-by ``prepare`` (once the mount has answered and gone idle) or by the first call that needs it
-(``ObsStore.client``): a mount answers without it.
+when a call first needs it (``ObsStore.client``): a mount answers without it.
 """
 
 from __future__ import annotations
@@ -162,10 +161,6 @@ class ObsStore(ObjectStore):
         self._client: Any = None
         self._client_lock = threading.Lock()
         self.heads = self._head_client()
-
-    def prepare(self) -> None:
-        """Import the SDK and make the client, which the first GET or large upload needs."""
-        _ = self.client
 
     @property
     def client(self) -> Any:

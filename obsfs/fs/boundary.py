@@ -71,7 +71,6 @@ def boundary(fn: F) -> F:
 
     @functools.wraps(fn)
     async def wrapper(self: Any, *args: Any) -> Any:
-        self.requests += 1
         self.on_request()
         metrics = self.metrics
         metrics.fuse_operation(name)

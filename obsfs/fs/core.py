@@ -135,7 +135,6 @@ class FsCore(pyfuse3.Operations):
         # moment at which no other task of pyfuse3's loop can be about to read a request (a
         # planned handover stops the loop there, handover.Drain).
         self.on_request: Callable[[], None] = lambda: None
-        self.requests = 0  # begun so far: mount.py waits for a moment without one (an idle mount)
 
     def _root_entry(self) -> Entry:
         d = self.config.defaults
