@@ -9,9 +9,9 @@ below. The forked child becomes the keeper (the default, ``docs/survival.md``), 
 the first daemon, or, with ``-o nokeeper``, the daemon itself. Either way the filesystem's
 modules (pyfuse3, trio and our own: about 0.1 s; the SDK, 0.1 s more, once a call needs it) are
 imported once, by the process that serves: this one imports only what deciding needs
-(``obsfs/runtime.py``). Credentials never reach a daemon through argv or env: a daemon that has
-to start afresh (one the keeper starts later, or one whose environment held keys) reads them
-from an inherited pipe.
+(``obsfs/runtime.py``), and not the keeper's module either (``obsfs/keeperlink.py``).
+Credentials never reach a daemon through argv or env: a daemon that has to start afresh (one the
+keeper starts later, or one whose environment held keys) reads them from an inherited pipe.
 
 ``obsfs upgrade`` moves a mount that has a keeper (the default) to the obsfs installed now
 (docs/survival.md).
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import faulthandler
+import gc
 import json
 import logging
 import logging.handlers
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from obsfs import __version__, credentials, keeper
+from obsfs import __version__, credentials, keeperlink
 from obsfs.credentials import SECRET_ENV_NAMES, Credentials
 from obsfs.errors import (
     AccessDenied,
@@ -230,7 +231,7 @@ def become_keeper(args: argparse.Namespace, spec: MountSpec, creds: Credentials)
     os.umask(0o077)
     first: list[str] = []
     if args.ready_fd is not None and not SECRET_ENV_NAMES & os.environ.keys():
-        listener = keeper.listen(sock)
+        listener = keeperlink.listen(sock)
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -259,11 +260,20 @@ def become_keeper(args: argparse.Namespace, spec: MountSpec, creds: Credentials)
 
 
 def run_foreground(spec: MountSpec, creds: Credentials, ready_fd: int | None) -> int:
-    # Imported only by the process that serves: see the module's docstring.
-    import trio
+    # Imported only by the process that serves: see the module's docstring. They make some
+    # 30,000 objects that live as long as the process, and the cyclic collector would walk them
+    # again and again while they load (10 ms of CPU of the ~130 these imports take, on the
+    # mount's path to answering). So it waits until they are loaded, and then leaves them out
+    # of its walks for good (gc.freeze): they are the program, not garbage.
+    gc.disable()
+    try:
+        import trio
 
-    from obsfs.malloc import one_arena
-    from obsfs.mount import serve
+        from obsfs.malloc import one_arena
+        from obsfs.mount import serve
+    finally:
+        gc.freeze()
+        gc.enable()
 
     # Everything the daemon creates (cache dir, SQLite files, cached chunks, the log file) holds
     # file contents, keys or paths: private to its user, whatever umask it was started with.
@@ -371,8 +381,11 @@ def _wait_until(condition: Callable[[], bool], end: float) -> bool:
 
 def _generation(keeper_pid: int) -> int:
     """The keeper's re-executions so far (``keeper.Carried``), -1 once it is gone."""
+    # Imported here: the daemon is forked from this module's process (keeperlink.py).
+    from obsfs.keeper import generation_of
+
     try:
-        return keeper.generation_of(keeper_pid)
+        return generation_of(keeper_pid)
     except OSError:
         return -1
 

@@ -5,8 +5,8 @@ Every mount listens on a private unix socket next to its pid file (``obsfs statu
 (the CSI node plugin uses a unix socket per volume). The server runs in the daemon's trio loop,
 so the gauges read the filesystem's state in the thread that owns it, and no thread is started.
 
-Only two paths exist, both GET: ``/metrics`` (the text exposition format, made by
-prometheus_client) and ``/status`` (JSON). A request must arrive within a few seconds and be
+Only two paths exist, both GET: ``/metrics`` (Prometheus's text format, made by obsfs.metrics)
+and ``/status`` (JSON). A request must arrive within a few seconds and be
 small; the answer is sent whole and the connection closed. Nothing here can change the mount.
 """
 
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from obsfs.errors import ConfigError
+from obsfs.metrics import CONTENT_TYPE
 from obsfs.options import ListenAddress
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ async def _answer(stream: trio.abc.Stream, routes: Routes) -> None:
             if method != "GET":
                 status, body, kind = "405 Method Not Allowed", b"only GET\n", "text/plain"
             elif path == "/metrics":
-                status, body, kind = "200 OK", routes.metrics(), CONTENT_TYPE_LATEST
+                status, body, kind = "200 OK", routes.metrics(), CONTENT_TYPE
             elif path == "/status":
                 status, body, kind = "200 OK", routes.status(), "application/json"
             else:

@@ -30,7 +30,7 @@ import threading
 import pyfuse3
 import trio
 
-from obsfs import keeper
+from obsfs import keeperlink
 from obsfs.errors import ConfigError
 
 # _IOR(229, 0, uint32_t) from <linux/fuse.h>
@@ -111,7 +111,7 @@ class KeeperSession:
         except OSError as exc:
             self.link.close()
             raise ConfigError(f"cannot reach the keeper at {socket_path}: {exc.strerror}") from None
-        self.init, fds, _, _ = socket.recv_fds(self.link, keeper.READ_SIZE, 1)
+        self.init, fds, _, _ = socket.recv_fds(self.link, keeperlink.READ_SIZE, 1)
         if not fds:
             raise ConfigError("the keeper sent no FUSE device")
         self.device = fds[0]
@@ -126,10 +126,10 @@ class KeeperSession:
         """Complete libfuse's handshake with the saved INIT, then serve the device itself."""
         self.theirs.send(self.init)
         await trio.lowlevel.wait_readable(self.theirs)
-        reply = self.theirs.recv(keeper.READ_SIZE)
+        reply = self.theirs.recv(keeperlink.READ_SIZE)
         self.link.send(reply)
         await trio.lowlevel.wait_readable(self.link)
-        if self.link.recv(64) != b"OK":
+        if self.link.recv(64) != keeperlink.OK:
             raise ConfigError("the keeper refused this daemon: its FUSE_INIT reply differs from the "
                               "first daemon's (another libfuse or pyfuse3 build?)")
         clone = clone_device(self.device)
@@ -152,4 +152,4 @@ class KeeperSession:
         os.close(self.socket_kept)
         self.theirs.close()
         if unmount:
-            keeper.unmount(mountpoint)
+            keeperlink.unmount(mountpoint)

@@ -53,17 +53,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from obsfs.keeperlink import DIFFERS, EXIT_HANDOVER, OK, READ_SIZE, listen, unmount
+
 log = logging.getLogger(__name__)
 
 FUSE_INIT = 26
 # struct fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid, total_extlen, padding
 IN_HEADER = struct.Struct("<IIQQIIIHH")
-# The kernel refuses reads of less than one request of the largest size it may send.
-READ_SIZE = (1 << 20) + (1 << 16)
-# The daemon's exit code for "drained on request (SIGUSR1): start the next one now".
-EXIT_HANDOVER = 75
-OK = b"OK"
-DIFFERS = b"DIFFERS"
 # What the keeper handles; blocked across its re-exec, so that none is lost or kills it meanwhile.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # Run by the python the keeper is about to exec, before it does: can it read the state it gets?
@@ -93,11 +89,6 @@ def mount(mountpoint: str, options: Sequence[str]) -> int:
         raise OSError(errno.EIO, f"fusermount3 did not mount {mountpoint}: {stderr.decode().strip()}")
     os.set_inheritable(fds[0], False)
     return fds[0]
-
-
-def unmount(mountpoint: str) -> None:
-    """Detach lazily, as libfuse does: processes still inside keep what they hold."""
-    subprocess.run(["fusermount3", "-u", "-q", "-z", "--", mountpoint], capture_output=True, check=False)
 
 
 def read_init(fd: int) -> bytes:
@@ -413,19 +404,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--first-daemon-ready-fd", type=int, metavar="FD", help="where that daemon's verdict comes")
     parser.add_argument("daemon", nargs=argparse.REMAINDER, help="-- the daemon's argv")
     return parser
-
-
-def listen(path: str) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(old)
-    listener.listen(4)
-    return listener
 
 
 def adopt(carried: Carried, argv: list[str], secret: bytes, own: list[str]) -> tuple[Keeper, Daemon | None]:

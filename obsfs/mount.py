@@ -35,7 +35,7 @@ from obsfs.handover import Drain, KeeperSession, kernel_session
 from obsfs.indexing import AttrIndex
 from obsfs.inodemap import InodeMap
 from obsfs.journal import Journal
-from obsfs.keeper import EXIT_HANDOVER
+from obsfs.keeperlink import EXIT_HANDOVER
 from obsfs.layout import Layout
 from obsfs.meta import Defaults
 from obsfs.metacache import MetaCache

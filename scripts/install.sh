@@ -37,4 +37,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   "${pip[@]}" --no-build-isolation -e .
   echo "$wanted" >"$stamp"
 fi
+# pip compiles what it installs, once; obsfs is installed editable, so its modules would be compiled
+# at every start of a process, where PYTHONDONTWRITEBYTECODE is set (containers, some shells): 50 ms
+# of a mount's start-up (docs/survival.md) that an installed obsfs does not pay. Compiled here,
+# for the tests and the bench; a module changed since is compiled again when imported, as always.
+.venv/bin/python -m compileall -q obsfs csi
 echo "install: done (.venv ready)"

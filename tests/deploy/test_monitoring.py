@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from obsfs.metrics import Metrics
 from tests.deploy.kube import DEPLOY, MONITORING, kustomize, one
@@ -22,7 +23,7 @@ def exported() -> set[str]:
     """Every series name a daemon or the node plugin can serve (a labelled counter has no
     sample until it first counts, so the names come from the families' types)."""
     names = {"obsfs_csi_metrics_unreachable"}
-    for family in Metrics().registry.collect():
+    for family in text_string_to_metric_families(Metrics().exposition().decode()):
         names |= {family.name + suffix for suffix in SUFFIXES[family.type]}
     return names
 
