@@ -250,7 +250,7 @@ class _Slot:
         self.close()
 
 
-class HeadClient:
+class LeanClient:
     """Sends HEADs, small PUTs and listings for one bucket; shared by all threads, each on its own
     connection (a listing on one of its own)."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from obsfs.backend.addressing import addressing
 from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig, bare_etag
-from obsfs.backend.keepalive import HeadClient, Signer
+from obsfs.backend.keepalive import LeanClient, Signer
 from obsfs.backend.listxml import ListingUnreadable, parse_listing
 from obsfs.errors import (
     AccessDenied,
@@ -160,7 +160,7 @@ class ObsStore(ObjectStore):
         self._ssl_verify: bool | str = SYSTEM_CA_BUNDLE if config.ssl_verify is True else config.ssl_verify
         self._client: Any = None
         self._client_lock = threading.Lock()
-        self.heads = self._head_client()
+        self.lean = self._lean_client()
 
     @property
     def client(self) -> Any:
@@ -183,17 +183,17 @@ class ObsStore(ObjectStore):
                     )
         return self._client
 
-    def _head_client(self) -> HeadClient:
+    def _lean_client(self) -> LeanClient:
         """HEADs, small PUTs and listings go their own way (keepalive.py), addressed and signed as
         the SDK would address and sign them for our config."""
         where = addressing(self.config, self.bucket, self._ssl_verify)
         signer = Signer(dialect=where.dialect, access_key=self.config.access_key, secret_key=self.config.secret_key,
                         region=where.region, host=where.host_header, bucket_in_path=where.path_style)
-        return HeadClient(signer, self.bucket, negotiate=where.negotiate, address=(where.host, where.port),
+        return LeanClient(signer, self.bucket, negotiate=where.negotiate, address=(where.host, where.port),
                           tls=where.tls, timeout=self.config.socket_timeout)
 
     def close(self) -> None:
-        self.heads.close()
+        self.lean.close()
         if self._client is not None:
             self._client.close()
 
@@ -242,7 +242,7 @@ class ObsStore(ObjectStore):
         _check_key(key)
         # Not through the SDK: a cold ls -l is 10,000 HEADs, and keepalive.py makes each one
         # cost a fraction of the SDK's CPU and no new connection.
-        headers = self._call(f"HEAD {key}", key, functools.partial(self.heads.head, key)).header
+        headers = self._call(f"HEAD {key}", key, functools.partial(self.lean.head, key)).header
         return ObjectInfo(
             key=key,
             size=int(headers.get("content-length") or 0),
@@ -328,7 +328,7 @@ class ObsStore(ObjectStore):
             # Not through the SDK: cp -r of small files is one PUT each, and keepalive.py makes
             # each cost a third of the SDK's CPU and no new connection.
             reply = self._call(f"PUT {key}", key, functools.partial(
-                self.heads.put, key, body, content_type=content_type, metadata=metadata,
+                self.lean.put, key, body, content_type=content_type, metadata=metadata,
                 conditions=_conditions(if_match, if_none_match)))
             return bare_etag(reply.header.get("etag"))
         resp = self._call(f"PUT {key}", key, lambda: self.client.putFile(
@@ -341,7 +341,7 @@ class ObsStore(ObjectStore):
         # As put_file's small files, and for the same reason: a new directory is a marker PUT
         # and a PUT of its times (dirtimes.py), 0.3 of them per file of a cp -r of small files.
         reply = self._call(f"PUT {key}", key, functools.partial(
-            self.heads.put, key, data, content_type=content_type, metadata=metadata, conditions={}))
+            self.lean.put, key, data, content_type=content_type, metadata=metadata, conditions={}))
         return bare_etag(reply.header.get("etag"))
 
     def initiate_multipart(self, key: str, *, metadata: Mapping[str, str], content_type: str) -> str:
@@ -428,7 +428,7 @@ class ObsStore(ObjectStore):
         query = {"prefix": prefix, "marker": marker, "max-keys": str(max_keys), "delimiter": delimiter}
         what = f"LIST {prefix or '/'}"
         answer = self._call(what, prefix, functools.partial(
-            self.heads.list, {name: value for name, value in query.items() if value}))
+            self.lean.list, {name: value for name, value in query.items() if value}))
         try:
             return parse_listing(answer.body)
         except ListingUnreadable as exc:
@@ -470,7 +470,7 @@ class ObsStore(ObjectStore):
     def check_access(self, prefix: str = "") -> None:
         try:
             query = {"prefix": prefix, "max-keys": "1"} if prefix else {"max-keys": "1"}
-            self._call(f"LIST bucket {self.bucket}", None, functools.partial(self.heads.list, query))
+            self._call(f"LIST bucket {self.bucket}", None, functools.partial(self.lean.list, query))
         except NotFound as exc:
             raise BucketNotFound(f"bucket {self.bucket!r} does not exist at {self.config.endpoint}",
                                  status=exc.status, code=exc.code) from None
