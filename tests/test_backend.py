@@ -37,7 +37,7 @@ from obsfs.errors import (
 )
 from tests.conftest import boto_client, store_config
 from tests.gate import KeepAliveProxy
-from tests.s3server import S3Server, free_port, start_moto
+from tests.s3server import S3Server, refusing_port, start_moto
 
 MiB = 1 << 20
 META = {"mode": "33188", "uid": "1000", "gid": "1000", "mtime": "1700000000.5"}
@@ -642,20 +642,20 @@ def test_a_small_put_is_never_sent_again(moto: S3Server, proxy: KeepAliveProxy, 
 # -- transport failures ----------------------------------------------------------------------------
 
 def test_connection_refused_is_temporary() -> None:
-    port = free_port()  # nothing listens here
-    config = StoreConfig(endpoint=f"http://127.0.0.1:{port}", access_key="ak", secret_key="SECRET-XYZ",
-                         path_style=True, socket_timeout=2)
-    store = ObsStore(config, "b")
-    start = time.monotonic()
-    with pytest.raises(TemporaryFailure, match="connection refused") as err:
-        store.head("k")
-    assert time.monotonic() - start < 1.0  # the SDK's own retries (0.2 + 0.4 + 0.8 s) are off
-    assert err.value.key == "k"
-    assert "SECRET-XYZ" not in str(err.value)
-    with pytest.raises(TemporaryFailure):
-        store.list("")
-    with pytest.raises(TemporaryFailure):
-        store.bucket_exists()
+    with refusing_port() as port:
+        config = StoreConfig(endpoint=f"http://127.0.0.1:{port}", access_key="ak", secret_key="SECRET-XYZ",
+                             path_style=True, socket_timeout=2)
+        store = ObsStore(config, "b")
+        start = time.monotonic()
+        with pytest.raises(TemporaryFailure, match="connection refused") as err:
+            store.head("k")
+        assert time.monotonic() - start < 1.0  # the SDK's own retries (0.2 + 0.4 + 0.8 s) are off
+        assert err.value.key == "k"
+        assert "SECRET-XYZ" not in str(err.value)
+        with pytest.raises(TemporaryFailure):
+            store.list("")
+        with pytest.raises(TemporaryFailure):
+            store.bucket_exists()
 
 
 def test_server_going_away() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from obsfs.runtime import state_file
 from tests.mounting import OBSFS, Mounter, is_mounted, write_passwd
-from tests.s3server import S3Server
+from tests.s3server import S3Server, refusing_port
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -61,12 +60,8 @@ def test_unknown_option_is_named(mounter: Mounter, moto: S3Server, bucket: str) 
 
 
 def test_unreachable_endpoint(mounter: Mounter, moto: S3Server, bucket: str) -> None:
-    with socket.socket() as unheard:
-        # Bound but never listening: every connection is refused, and no other process can take
-        # the port meanwhile (a port found free and let go could be, under load).
-        unheard.bind(("127.0.0.1", 0))
-        closed = S3Server(endpoint=f"http://127.0.0.1:{unheard.getsockname()[1]}", access_key="a",
-                          secret_key="b", kind="moto", port=0)
+    with refusing_port() as port:
+        closed = S3Server(endpoint=f"http://127.0.0.1:{port}", access_key="a", secret_key="b", kind="moto", port=0)
         start = time.monotonic()
         result, _ = mounter.run(closed, bucket, None, "deadline=2")
     assert result.returncode == 5

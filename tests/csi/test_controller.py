@@ -28,7 +28,7 @@ from tests.csi.helpers import (
     rpc_error,
     store_secrets,
 )
-from tests.s3server import S3Server, free_port
+from tests.s3server import S3Server, refusing_port
 
 Controller = csi_pb2_grpc.ControllerStub
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -346,9 +346,10 @@ def test_other_bad_requests(controller: Controller, secrets: dict[str, str]) -> 
 
 def test_unreachable_store_is_unavailable_before_the_deadline(controller: Controller, moto: S3Server,
                                                               volume_name: str) -> None:
-    secrets = store_secrets(moto, endpoint=f"http://127.0.0.1:{free_port()}")
-    start = time.monotonic()
-    error = rpc_error(controller.CreateVolume, create_request(volume_name, secrets), timeout=2.5)
+    with refusing_port() as port:
+        secrets = store_secrets(moto, endpoint=f"http://127.0.0.1:{port}")
+        start = time.monotonic()
+        error = rpc_error(controller.CreateVolume, create_request(volume_name, secrets), timeout=2.5)
     assert error.code() == grpc.StatusCode.UNAVAILABLE and "endpoint" in error.details()
     assert time.monotonic() - start < 2.5
 
