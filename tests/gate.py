@@ -244,9 +244,9 @@ class KeepAliveProxy(Listener):
     Each request is forwarded on a new connection to the server; its answer goes back with
     ``Connection: keep-alive``. ``drop`` holds numbers of requests (counted from 1 over all
     connections) that are read and then answered by closing the connection, as a server whose
-    idle timer fired just as the request arrived. With ``close_after_answer``, every connection
-    is closed right after its first answer, without a word, as a server that times out idle
-    connections at once.
+    idle timer fired just as the request arrived. With ``close_after_answer``, a connection is
+    closed right after answering a request that arrived while it was set, without a word, as a
+    server that times out idle connections at once.
     """
 
     drop: set[int] = field(default_factory=set)
@@ -260,10 +260,13 @@ class KeepAliveProxy(Listener):
                 with self._lock:
                     self.requests.append(request.line)
                     number = len(self.requests)
+                    # Decided now, not after the answer: once the client has it, the test may
+                    # change the setting for the next request before this thread looks again.
+                    last = self.close_after_answer
                 if number in self.drop:
                     return
                 client.sendall(with_answer_connection(answer_of(request, self.upstream_port), b"keep-alive"))
-                if self.close_after_answer:
+                if last:
                     return
 
 
