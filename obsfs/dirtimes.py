@@ -12,6 +12,11 @@ the PUTs reach the store in the order of the changes: a lazy write can never put
 
 A directory without a marker (only keys below it, written by another tool) gets no marker for
 that: its new times stay in memory (``implicit``) for the life of the mount, as the mount root's do.
+
+A directory made here (mkdir) is written the same way: its marker is owed from the start (the
+journal keeps it, journal.py), so the first lazy write creates it, with the times its first
+entries gave it. ``cp -r`` of a tree paid a PUT per mkdir, waited for, and a second one for the
+times, per directory.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ class DirTimes:
         self._pending.add(path)
         return True
 
+    def is_pending(self, path: str) -> bool:
+        return path in self._pending
+
     def take(self, path: str) -> bool:
         """Claim the pending write of ``path`` (to write it now, or because the directory is gone or
         an explicit write covers it). False if there was none."""
@@ -51,8 +59,11 @@ class DirTimes:
         self._pending.discard(path)
         return True
 
-    def pending_under(self, path: str) -> list[str]:
-        return sorted(p for p in self._pending if is_under(p, path))
+    def owed_under(self, path: str) -> list[str]:
+        """Paths at and below ``path`` with a write pending or in flight: what a rename of
+        ``path`` must wait for, or a PUT that ends after it would write a marker under the old
+        name, and the directory would be back there."""
+        return sorted({p for p in self._pending if is_under(p, path)} | {p for p in self._locks if is_under(p, path)})
 
     def forget_implicit(self, path: str) -> None:
         """``path`` and what was below it are gone (rmdir, rename): a directory that appears there

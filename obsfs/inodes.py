@@ -129,7 +129,7 @@ class InodeTable:
         self.drop_if_unused(node)
 
     def drop_if_unused(self, node: Node) -> None:
-        if node.lookups > 0 or node.opens > 0 or node.ino == ROOT_INO or node.staged is not None:
+        if node.lookups > 0 or node.opens > 0 or node.ino == ROOT_INO or node.staged is not None or node.local_only:
             return
         self._by_ino.pop(node.ino, None)
         if node.path is not None and self._by_path.get(node.path) is node:

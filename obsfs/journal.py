@@ -45,6 +45,11 @@ fsynced commit (a close's row, the confirmation of a batch of deletes) makes the
 it durable too. ``sync`` makes everything committed durable, for fsyncdir and unmount. While
 more uploads are queued, the delete of an uploaded file's row is not even a commit of its own: it
 waits for the next ``record`` and goes in its transaction (``remove(later=True)``).
+
+New directories. ``mkdir`` owes the store the directory's marker (obsfs/dirtimes.py): its row
+in ``markers`` is committed like an unlink's, without an fsync, and deleted once the marker is
+stored, or before the delete of a directory removed first is owed, so that a replay never brings
+it back.
 """
 
 from __future__ import annotations
@@ -91,6 +96,11 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE TABLE IF NOT EXISTS deletes (
     key  TEXT PRIMARY KEY,  -- removed here (unlink, rmdir); its DELETE is not confirmed by the store yet
     hold TEXT               -- a directory's marker: sent only once no key below this prefix is owed
+);
+CREATE TABLE IF NOT EXISTS markers (
+    key TEXT PRIMARY KEY,  -- the "dir/" marker of a directory made here (mkdir), not in the store yet
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    atime_ns INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL
 )
 """
 
@@ -110,12 +120,14 @@ _DELETE = {
     "dirty": "DELETE FROM dirty WHERE data_file = ?",
     "uploads": "DELETE FROM uploads WHERE upload_id = ?",
     "deletes": "DELETE FROM deletes WHERE key = ?",
+    "markers": "DELETE FROM markers WHERE key = ?",
 }
 # Deletes committed without an fsync (module docstring): the row of a file the store has or that
-# is gone, the id of an upload that ended. Lost in a power cut, such a row costs a repeat (an upload
-# of the same bytes, which its ETag shows is ours; an abort of an ended upload), never data. The
-# confirmation of a delete is fsynced: its replay could remove an object this mount wrote since.
-_UNSYNCED_DELETES = frozenset({"dirty", "uploads"})
+# is gone, the id of an upload that ended, a directory marker the store has or that was removed.
+# Lost in a power cut, such a row costs a repeat (an upload of the same bytes, which its ETag shows
+# is ours; an abort of an ended upload; a marker PUT again), never data. The confirmation of a
+# delete is fsynced: its replay could remove an object this mount wrote since.
+_UNSYNCED_DELETES = frozenset({"dirty", "uploads", "markers"})
 
 
 @contextlib.contextmanager
@@ -243,6 +255,31 @@ class Journal:
             self.owed.discard(("dirty", replacing))
         self._settle()
 
+    def note_marker(self, key: str, attrs: Attrs) -> None:
+        """mkdir: the store is owed the directory's marker, which is written lazily, with the times
+        its first entries give it (obsfs/dirtimes.py). Not fsynced, as ``note_deletes`` is not:
+        POSIX makes a new directory durable once its parent is fsynced (``sync``), and the next
+        close() of a file, in it or anywhere, fsyncs the WAL it is in. Raises OSError (ENOSPC) on
+        a full disk: nothing changed."""
+        with _as_os_error(), self._unsynced():
+            self.db.execute("INSERT OR REPLACE INTO markers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (key, attrs.mode, attrs.uid, attrs.gid, attrs.atime_ns, attrs.mtime_ns, attrs.ctime_ns))
+        self.owed.discard(("markers", key))  # that delete was for a directory removed before
+        self._settle()
+
+    def forget_marker(self, key: str) -> None:
+        """The store has the marker, or its directory was removed first. Never fails for a full
+        disk (an owed row makes the next mount PUT the marker again, harmless while the directory
+        exists here; rmdir deletes the row before it owes the marker's delete, so a replay never
+        brings a removed directory back)."""
+        self._delete("markers", key)
+
+    def markers(self) -> list[tuple[str, Attrs]]:
+        """(key, attributes) of each directory an earlier daemon made and did not store."""
+        return [(r[0], Attrs(mode=r[1], uid=r[2], gid=r[3], size=0, atime_ns=r[4], mtime_ns=r[5], ctime_ns=r[6]))
+                for r in self.db.execute("SELECT key, mode, uid, gid, atime_ns, mtime_ns, ctime_ns FROM markers "
+                                         "ORDER BY rowid")]
+
     def forget_deletes(self, keys: list[str]) -> None:
         """The store confirmed these deletes. One transaction (one fsync) for a whole batch; on a
         full disk the rows are owed one by one, like any delete (a replay deletes again: harmless)."""
@@ -293,6 +330,9 @@ class Journal:
         reserve if it was spent and nothing is owed any more."""
         self.owed.update(("dirty", name) for name in self._later)
         self._later.clear()
+        unsynced = sorted(row for row in self.owed if row[0] in _UNSYNCED_DELETES)
+        if len(unsynced) > 1 and self._delete_together(unsynced):
+            self.owed.difference_update(unsynced)
         for table, key in sorted(self.owed):
             try:
                 with self._unsynced() if table in _UNSYNCED_DELETES else contextlib.nullcontext():
@@ -305,6 +345,26 @@ class Journal:
                 raise
             self.owed.discard((table, key))
         self._restore_reserve()
+
+    def _delete_together(self, rows: list[tuple[str, str]]) -> bool:
+        """Unsynced deletes in one transaction: the rows ``remove(later=True)`` held back, when a
+        write other than ``record`` comes first (a mkdir in a ``cp -r``), cost one commit, not
+        one each. False if that failed (a full disk): the one-by-one path, with the reserve, and
+        with the error for its caller, takes them."""
+        try:
+            with _as_os_error(), self._unsynced():
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    for table, key in rows:
+                        self.db.execute(_DELETE[table], (key,))
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+        except OSError as exc:
+            log.debug("cache journal: %d deletes in one transaction failed (%s); one by one", len(rows), exc)
+            return False
+        return True
 
     def _delete_now(self, table: str, key: str) -> None:
         try:

@@ -266,11 +266,14 @@ class Listing(Attributes):
 
     @boundary
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        # Creates and renames are written through at once; removals are queued (deletes.py) and
+        # Removals are queued (deletes.py), and new directories' markers owed (dirtimes.py), both
         # journaled without an fsync (journal.py), which is what POSIX asks of fsyncdir: made
-        # durable here, locally first, so that a store that fails leaves them safe on disk.
+        # durable here, locally first, so that a store that fails leaves them safe on disk, then
+        # sent. (Files are journaled by their own close or fsync; renames are written through.)
         handle = self._handles.get(fh)
         if not isinstance(handle, DirHandle):
             raise FsError(errno.EBADF)
         self.journal.sync()
-        await self.deletes.flush(self.deletes.under(self.layout.dir_key(self._path(handle.node))))
+        path = self._path(handle.node)
+        await self.deletes.flush(self.deletes.under(self.layout.dir_key(path)))
+        await self._write_dir_times_now(path)

@@ -127,7 +127,11 @@ class Renames(Namespace):
 
     async def _rename_dir(self, old: str, new: str, source: Entry, target: Entry | None) -> None:
         """Copy every key under the old prefix, then delete the old keys: not atomic, as in s3fs."""
-        await self._write_dir_times_now(old)  # the markers are copied from the store
+        # The markers are copied from the store: every one owed below must be there first, and
+        # an empty directory replaced at the new name must not be stored after this.
+        await self._write_dir_times_now(old, strict=True)
+        if target is not None:
+            await self._write_dir_times_now(new, strict=True)
         source = replace(source, attrs=source.attrs.with_changes(ctime_ns=now_ns()))
         async with contextlib.AsyncExitStack() as stack:
             # No upload of a file below may run while its key changes under it.

@@ -16,18 +16,35 @@ def test_many_changes_ask_for_one_write_until_it_is_taken() -> None:
     assert times.touch("d")
     assert not any(times.touch("d") for _ in range(999)), "one write covers every change until it runs"
     assert times.touch("e")
-    assert times.pending_under("") == ["d", "e"]
+    assert times.owed_under("") == ["d", "e"]
     assert times.take("d")
     assert not times.take("d"), "taken once: a second writer finds nothing to do"
     assert times.touch("d"), "a change after the write was taken needs a write of its own"
 
 
-def test_pending_under_a_directory() -> None:
+def test_owed_under_a_directory() -> None:
     times = DirTimes()
     for path in ("a", "a/b", "a/b/c", "ab", "x"):
         times.touch(path)
-    assert times.pending_under("a") == ["a", "a/b", "a/b/c"]
-    assert times.pending_under("") == ["a", "a/b", "a/b/c", "ab", "x"]
+    assert times.owed_under("a") == ["a", "a/b", "a/b/c"]
+    assert times.owed_under("") == ["a", "a/b", "a/b/c", "ab", "x"]
+
+
+def test_owed_under_counts_a_write_in_flight() -> None:
+    """A write taken and still running is owed too: a rename of a directory above must wait for
+    it, or its PUT would land under the old name after the rename moved everything away."""
+    times = DirTimes()
+    seen: list[list[str]] = []
+
+    async def main() -> None:
+        times.touch("a/b")
+        assert times.take("a/b")
+        async with times.writing("a/b"):
+            seen.append(times.owed_under("a"))
+        seen.append(times.owed_under("a"))
+
+    trio.run(main)
+    assert seen == [["a/b"], []]
 
 
 def test_forget_implicit_drops_the_tree_only() -> None:

@@ -198,3 +198,25 @@ def test_a_later_delete_rides_in_the_next_records_transaction(tmp_path: Path) ->
         assert journal.all() == []
     finally:
         journal.close()
+
+
+def test_held_row_deletes_share_one_transaction_when_another_write_comes_first(tmp_path: Path) -> None:
+    """``remove(later=True)`` holds deletes back for the next ``record``; a mkdir's row can come
+    first (``cp -r`` of a tree), and then the held deletes are one commit, not one each."""
+    journal = Journal(tmp_path / "journal.db")
+    for name in ("a", "b", "c"):
+        journal.record(rec(name))
+    for name in ("a", "b", "c"):
+        journal.remove(name, later=True)
+    statements: list[str] = []
+    journal.db.set_trace_callback(statements.append)
+    journal.note_marker("dir/new/", replace(ATTRS, mode=0o40755))
+    journal.db.set_trace_callback(None)
+    deletes = [i for i, sql in enumerate(statements) if sql.startswith("DELETE FROM dirty")]
+    assert len(deletes) == 3
+    begin = max(i for i, sql in enumerate(statements) if sql.startswith("BEGIN") and i < deletes[0])
+    assert statements[begin + 1:begin + 5] == [statements[i] for i in deletes] + ["COMMIT"]
+    assert names(journal) == set()
+    assert journal.markers() == [("dir/new/", replace(ATTRS, mode=0o40755, size=0))]
+    journal.forget_marker("dir/new/")
+    assert journal.markers() == []
