@@ -57,6 +57,11 @@ class WriteBack:
         self._last: dict[Node, tuple[int, BaseException | None, int]] = {}
         self._attempts = 0  # attempts started, over all nodes
         self._wakeup = trio.Event()
+        # The start the dispatcher sleeps until (-inf while it is not asleep): only a node due
+        # sooner needs to wake it (``_set_due``). During ``cp -r`` every close schedules an
+        # upload later than those before it, and every upload ends while others wait; waking it
+        # for each cost a step of the trio thread that changed nothing.
+        self._asleep_until = -math.inf
         self._progress = trio.Event()
 
     # -- state -----------------------------------------------------------------------------
@@ -95,11 +100,10 @@ class WriteBack:
         return list(self._due) + [n for n in self._active if n not in self._due]
 
     def _notify(self) -> None:
-        """An upload ended: wake waiters, and the dispatcher, which skips nodes while they are
-        active and so may hold one that was scheduled again meanwhile."""
+        """An upload ended: wake waiters. (A node scheduled again during its upload wakes the
+        dispatcher when its entry is pushed again, in ``_worker``.)"""
         self._progress.set()
         self._progress = trio.Event()
-        self._wakeup.set()
 
     # -- producers ---------------------------------------------------------------------------
     def schedule(self, node: Node, delay: float | None = None) -> None:
@@ -109,11 +113,12 @@ class WriteBack:
             self._set_due(node, start)
         if node.staged is not None:
             self._count(node, node.staged.size())
-        self._wakeup.set()
 
     def _set_due(self, node: Node, start: float) -> None:
         self._due[node] = start
         heapq.heappush(self._heap, (start, next(self._order), node))
+        if start < self._asleep_until:
+            self._wakeup.set()
 
     def cancel(self, node: Node) -> None:
         """The file was deleted: nothing to upload any more."""
@@ -149,7 +154,6 @@ class WriteBack:
         now = trio.current_time()
         for node in list(self._due):
             self._set_due(node, now)
-        self._wakeup.set()
         with trio.move_on_after(deadline):
             while self._due or self._active:
                 await self._progress.wait()
@@ -170,9 +174,10 @@ class WriteBack:
             while True:
                 node = self._next_ready()
                 if node is None:
-                    next_start = self._heap[0][0] if self._heap else math.inf
-                    with trio.move_on_at(next_start):
+                    self._asleep_until = self._heap[0][0] if self._heap else math.inf
+                    with trio.move_on_at(self._asleep_until):
                         await self._wakeup.wait()
+                    self._asleep_until = -math.inf
                     self._wakeup = trio.Event()
                     continue
                 del self._due[node]

@@ -232,3 +232,46 @@ def test_dispatch_order_is_by_start_time_and_skips_running_uploads() -> None:
         assert order == ["a", "c", "b", "a"]
 
     run(main)
+
+
+class TaskSteps(trio.abc.Instrument):
+    """Counts the scheduling steps of the tasks whose name contains ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.steps = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.name in task.name:
+            self.steps += 1
+
+
+def test_the_dispatcher_sleeps_through_schedules_and_uploads_that_change_nothing() -> None:
+    """``cp -r`` of small files: every close schedules an upload ``delay`` later than the ones
+    before it, and every upload ends while the next waits. Neither moves the dispatcher's next
+    start, so neither may wake it: it used to run a step for each (a third of its CPU per file).
+    It runs for the starts that come due and for its hand-overs to the workers."""
+    count = 40
+    steps = TaskSteps("WriteBack.run")
+    done: list[str] = []
+
+    async def upload(n: Any) -> None:
+        await trio.sleep(0.01)
+        n.staged.synced_version = n.staged.version
+        done.append(n.path)
+
+    async def main() -> None:
+        wb = WriteBack(upload, workers=4, delay=0.5, max_dirty=1 << 30)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(wb.run)
+            trio.lowlevel.add_instrument(steps)
+            for i in range(count):
+                wb.schedule(as_node(FakeNode(f"f{i}")))
+                await trio.sleep(0.05)
+            assert await wb.drain(30) == []
+            trio.lowlevel.remove_instrument(steps)
+            nursery.cancel_scope.cancel()
+
+    run(main)
+    assert len(done) == count
+    assert steps.steps <= 2 * count + 2, steps.steps
