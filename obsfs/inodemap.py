@@ -6,6 +6,12 @@ unchanged file for another one. So a number is not a counter's value of the mome
 ``path -> (ino, kind)``, plus the next number to hand out, which only grows. Numbers are never
 reused for another entry, so the FUSE ``generation`` can stay 0.
 
+The counter row is not written for every new number: a commit that hands out a number at or
+above the stored counter stores the counter ``_RESERVE`` numbers ahead. A later daemon starts
+from there, skipping the numbers this one did not use; they were never handed out, and all a
+number needs is to be unique and above every number given before. ``cp -r`` of small files
+makes one number per file, and so one statement less per create.
+
 A path keeps its number while it names the same entry: a rename moves the rows of the whole
 subtree in one statement; an unlink or rmdir deletes them (a file created again at that name is
 another file); an entry whose kind changes (another client replaced a file by a directory) gets a
@@ -30,11 +36,14 @@ import sqlite3
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROOT_INO = 1  # pyfuse3.ROOT_INODE
 _BATCH = 500  # paths per SELECT, well under SQLite's limit on bound parameters
+_RESERVE = 1024  # numbers the stored counter runs ahead of the numbers handed out
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inodes (
@@ -70,7 +79,8 @@ class InodeMap:
             self.db.execute("COMMIT")
             row = (ROOT_INO + 1,)
         self._next: int = row[0]
-        self._stored_next = self._next  # the counter as the open transaction will leave it
+        # The counter as the open transaction will leave it: every number handed out is below it.
+        self._stored_next = self._next
         self._in_transaction = False
         self._warned = False
 
@@ -81,6 +91,19 @@ class InodeMap:
     def number(self, path: str, kind: int) -> int:
         """The number of the entry of ``kind`` at ``path``: the one it was given, or a new one."""
         return self.numbers([(path, kind)])[0]
+
+    def created(self, path: str, kind: int) -> int:
+        """``number`` of an entry this mount has just created. Its path rarely has a row (an
+        unlink or rmdir here drops it), so the row is inserted without the SELECT first; only
+        when one is there (another client removed the entry after this mount showed it, or the
+        cache disk refused the insert) is the path numbered as a lookup would number it."""
+        ino = self._next
+        inserted = self._write(lambda: self.db.execute("INSERT OR IGNORE INTO inodes VALUES (?, ?, ?)",
+                                                       (ino, path, kind)).rowcount)
+        if inserted != 1:
+            return self.number(path, kind)
+        self._next += 1
+        return ino
 
     def numbers(self, wanted: Sequence[tuple[str, int]]) -> list[int]:
         """``number`` of each (path, kind) of a readdir batch, in one SELECT per 500 paths and
@@ -128,9 +151,9 @@ class InodeMap:
 
     def commit(self) -> None:
         """Make every number handed out so far survive the process: called before each reply."""
-        if self._next != self._stored_next:
-            self._stored_next = self._next  # before the write: a failure resets it
-            self.write("UPDATE counter SET next_ino = ?", (self._next,))
+        if self._next > self._stored_next:
+            self._stored_next = self._next + _RESERVE  # before the write: a failure resets it
+            self.write("UPDATE counter SET next_ino = ?", (self._stored_next,))
         if not self._in_transaction:
             return
         self._in_transaction = False
@@ -144,14 +167,16 @@ class InodeMap:
         commit per request covers both tables)."""
         self._write(lambda: self.db.execute(sql, params))
 
-    def _write(self, change: Callable[[], object]) -> None:
+    def _write(self, change: Callable[[], T]) -> T | None:
+        """``change``'s result, or None if the cache disk refused it."""
         try:
             if not self._in_transaction:
                 self.db.execute("BEGIN")
                 self._in_transaction = True
-            change()
+            return change()
         except sqlite3.Error as exc:
             self._failed(exc)
+            return None
 
     def _failed(self, exc: sqlite3.Error) -> None:
         """A failed statement may have rolled back the whole transaction (SQLITE_FULL does): start

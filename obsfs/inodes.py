@@ -76,11 +76,13 @@ class InodeTable:
     def by_path(self, path: str) -> Node | None:
         return self._by_path.get(path)
 
-    def add(self, path: str, entry: Entry) -> Node:
-        """The node for ``path``, created if needed, with ``entry`` as its current truth."""
-        return self.add_many([(path, entry)])[0]
+    def add(self, path: str, entry: Entry, *, created: bool = False) -> Node:
+        """The node for ``path``, created if needed, with ``entry`` as its current truth.
+        ``created``: this mount has just made the entry, so its path most likely has no number
+        yet (``InodeMap.created``)."""
+        return self.add_many([(path, entry)], created=created)[0]
 
-    def add_many(self, items: Sequence[tuple[str, Entry]]) -> list[Node]:
+    def add_many(self, items: Sequence[tuple[str, Entry]], *, created: bool = False) -> list[Node]:
         """``add`` for sibling paths (a readdir batch): new nodes take their numbers from the
         inode map in one go (``InodeMap.numbers``)."""
         missing: list[tuple[str, Entry]] = []
@@ -94,7 +96,11 @@ class InodeTable:
                 # kernel does not see one inode change its type.
                 self.detach(node)
             missing.append((path, entry))
-        numbers = self.numbers.numbers([(path, entry.attrs.kind) for path, entry in missing]) if missing else []
+        wanted = [(path, entry.attrs.kind) for path, entry in missing]
+        if created:
+            numbers = [self.numbers.created(path, kind) for path, kind in wanted]
+        else:
+            numbers = self.numbers.numbers(wanted) if wanted else []
         for (path, entry), ino in zip(missing, numbers, strict=True):
             node = Node(ino=ino, path=path, entry=entry)
             self._by_ino[ino] = node

@@ -243,7 +243,7 @@ class Namespace(Listing):
         path, attrs = await self._new_entry(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), 0, ctx,
                                             blind=blind)
         entry = Entry(attrs, content_type=content_type_for(path))
-        node = self.inodes.add(path, entry)
+        node = self.inodes.add(path, entry, created=True)
         node.local_only = True
         node.staged = self._new_staged()
         node.staged.mark_dirty()

@@ -133,3 +133,47 @@ def test_a_batch_is_numbered_as_one_path_at_a_time_would_be(db: Path) -> None:
     again = InodeMap(db)
     assert [again.number(p, k) for p, k in (("a", FILE), ("b", FILE), ("c", FILE), ("d", DIR))] == got
     assert again.path_of(replaced) is None and again.numbers([]) == []
+
+
+def statements(table: InodeMap) -> list[str]:
+    """The SQL the table runs from now on."""
+    seen: list[str] = []
+    table.db.set_trace_callback(seen.append)
+    return seen
+
+
+def test_the_counter_is_written_once_per_block_of_numbers(db: Path) -> None:
+    """One number per request (``cp -r``: one create each), one commit per request: the counter
+    row is stored ahead of the numbers, not once per number; the next daemon starts above it."""
+    table = InodeMap(db)
+    seen = statements(table)
+    handed_out = []
+    for i in range(200):
+        handed_out.append(table.number(f"f{i}", FILE))
+        table.commit()
+    assert sum(sql.startswith("UPDATE counter") for sql in seen) == 1
+    successor = InodeMap(db)  # kill -9 model: no close
+    assert [successor.number(f"f{i}", FILE) for i in range(200)] == handed_out
+    fresh = [successor.number(f"g{i}", FILE) for i in range(3)]
+    assert min(fresh) > max(handed_out) and fresh == sorted(set(fresh))
+
+
+def test_a_created_path_is_numbered_without_reading_first(db: Path) -> None:
+    """``created``: a create's path has no row as a rule, so it costs one INSERT and no SELECT;
+    a row an earlier daemon left there is honoured as a lookup would honour it."""
+    earlier = InodeMap(db)
+    kept = earlier.number("kept", FILE)
+    was_dir = earlier.number("was_dir", DIR)
+    below = earlier.number("was_dir/f", FILE)
+    earlier.close()
+    table = InodeMap(db)
+    seen = statements(table)
+    new = table.created("new", FILE)
+    assert not any(sql.startswith("SELECT") for sql in seen)
+    assert new > below
+    assert table.created("kept", FILE) == kept
+    as_file = table.created("was_dir", FILE)
+    assert as_file not in (was_dir, new)
+    assert table.number("was_dir/f", FILE) != below, "what was below the old directory is gone"
+    table.commit()
+    assert InodeMap(db).number("new", FILE) == new
