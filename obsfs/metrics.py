@@ -243,6 +243,8 @@ class Metrics:
             "obsfs_oldest_dirty_seconds", "Age of the oldest write not yet in the store (0: none)", registry=r)
         self.deletes_queued = Gauge(
             "obsfs_deletes_queued", "Keys removed here whose DELETE the store has not confirmed yet", registry=r)
+        self.dirs_owed = Gauge(
+            "obsfs_dirs_owed", "Directories made here whose marker the store does not hold yet", registry=r)
         self.deletes_sent = Counter(
             "obsfs_deletes_sent", "Keys sent in (batched) DELETE requests, by outcome; failed ones are sent again",
             ["outcome"], registry=r)

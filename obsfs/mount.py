@@ -166,6 +166,7 @@ def watch(metrics: Metrics, fs: Filesystem, read_cache: ReadCache) -> None:
     metrics.watch(metrics.uploading_files, lambda: fs.writeback.active)
     metrics.watch(metrics.oldest_dirty, fs.writeback.oldest_age)
     metrics.watch(metrics.deletes_queued, lambda: len(fs.deletes))
+    metrics.watch(metrics.dirs_owed, lambda: len(fs.dirs_owed()))
     metrics.watch(metrics.cache_bytes, lambda: read_cache.used)
     metrics.cache_limit.set(read_cache.capacity)
     metrics.dirty_limit.set(fs.config.max_dirty)
@@ -179,6 +180,7 @@ def status_json(spec: MountSpec, metrics: Metrics, fs: Filesystem, read_cache: R
         dirty_files=len(waiting), dirty_bytes=fs.writeback.queued_bytes, uploading=fs.writeback.active,
         oldest_dirty_seconds=fs.writeback.oldest_age(), store_silence_seconds=metrics.store_silence_seconds(),
         cache_bytes=read_cache.used, cache_limit=read_cache.capacity,
+        dirs_waiting=len(fs.dirs_owed()), deletes_waiting=len(fs.deletes),
         pending=[(node.path or "(deleted)", size) for node, size in waiting[:SHOWN_FILES]],
         recent_errors=list(metrics.recent_errors.entries))
     return json.dumps(dataclasses.asdict(report)).encode()

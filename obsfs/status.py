@@ -26,6 +26,10 @@ class Report:
     store_silence_seconds: float
     cache_bytes: int
     cache_limit: int
+    # Also owed to the store, journaled like the files: markers of directories made here, and
+    # removals. (Defaults: a daemon from before they were reported leaves them out.)
+    dirs_waiting: int = 0
+    deletes_waiting: int = 0
     pending: list[tuple[str, int]] = field(default_factory=list)  # (path, bytes), oldest first
     recent_errors: list[tuple[float, str]] = field(default_factory=list)  # (unix time, message)
 
@@ -61,6 +65,7 @@ def render(report: Report, now: float | None = None) -> str:
         ("waiting for upload", f"{report.dirty_files} file(s), {_size(report.dirty_bytes)}"
                                + (f", oldest {_age(report.oldest_dirty_seconds)}" if report.dirty_files else "")),
         ("uploading now", f"{report.uploading} file(s)"),
+        ("also waiting", f"{report.dirs_waiting} new directory(ies), {report.deletes_waiting} removal(s)"),
         ("store last answered", f"{_age(report.store_silence_seconds)} ago"),
         ("read cache", f"{_size(report.cache_bytes)} of {_size(report.cache_limit)}"),
     ]

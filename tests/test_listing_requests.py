@@ -129,3 +129,29 @@ def test_entries_headed_during_a_listing_reach_the_kernel_exact(mounter: Mounter
         st = os.lstat(mnt.path / "d" / name)
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_mtime) == (0o640, 1234, 1_000_000_000)
     assert counts.since()["lookup"] == 0
+
+
+def test_lookups_past_the_listings_expiry_list_a_small_directory_once(mounter: Mounter, moto: S3Server, bucket: str,
+                                                                       s3: Any) -> None:
+    """Names probed in a directory whose listing has expired (a build, or ``cp -r`` asking
+    whether each destination exists): one LIST of the directory answers them all, where each
+    name cost a HEAD, and each missing one a LIST and another HEAD besides."""
+    plant(s3, bucket, ["d/a", "d/b"])
+    port = free_port()
+    mnt = mounter.mount(moto, bucket, f"stat_cache_expire=1,negative_timeout=1,metrics=127.0.0.1:{port}")
+    assert [line.rsplit(" ", 1)[0] for line in ls_ln(mnt.path / "d")] == [SHOWN] * 2
+    counts = Counts(port)
+    time.sleep(1.2)  # past stat_cache_expire: the kernel asks again, and so must the mount
+    missing = [f"missing{i:02d}" for i in range(40)]
+    for name in missing:
+        assert not (mnt.path / "d" / name).exists()
+    st = os.lstat(mnt.path / "d" / "a")  # known from the listing, exact by its ETag
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_mtime) == (0o640, 1234, 1_000_000_000)
+    asked = counts.since()
+    assert asked["lookup"] >= len(missing)  # the kernel did ask for each name
+    # d listed again, once; no name HEADed.
+    assert (asked["list"], asked["head"]) == (1, 0), asked
+    # Another client's new file shows once the listing expires again, as before.
+    plant(s3, bucket, ["d/missing00"])
+    time.sleep(1.2)  # and the kernel's "no such name" with it
+    assert (mnt.path / "d" / "missing00").exists()

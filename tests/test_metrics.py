@@ -66,8 +66,14 @@ def test_status_shows_what_waits_for_upload(mounter: Mounter, moto: S3Server, bu
     mount = mounter.mount(moto, bucket, "upload_delay=3600")  # nothing leaves until the unmount
     (mount.path / "dir").mkdir()
     (mount.path / "dir" / "waiting.txt").write_bytes(b"x" * 5000)
+    with open(mount.path / "gone.txt", "wb") as stream:
+        stream.write(b"x")
+        stream.flush()
+        os.fsync(stream.fileno())  # in the store, then removed: a removal is owed
+    (mount.path / "gone.txt").unlink()
     status = subprocess.run([*OBSFS, "status", str(mount.path)], capture_output=True, text=True, check=True)
     lines = status.stdout.splitlines()
+    assert "also waiting         1 new directory(ies), 1 removal(s)" in lines, lines
     assert any(line.startswith("waiting for upload ") and "1 file(s), 4.9 KiB, oldest" in line for line in lines)
     assert any(line.strip().endswith("dir/waiting.txt") and "4.9 KiB" in line for line in lines)
     assert mount.umount() == 0  # drains it

@@ -244,8 +244,11 @@ class Attributes(OpenFiles):
                 await self._write_dir_times_now("")
             except ObsfsError as exc:
                 log.error("not all directories made here are in the store (%s); the journal keeps them", exc)
-        failed += [f"(directory) {path}" for path in self.local_only if self.local_only[path].entry.attrs.is_dir]
-        return failed
+        return failed + [f"(directory) {path}" for path in self.dirs_owed()]
+
+    def dirs_owed(self) -> list[str]:
+        """The directories made here whose marker the store does not hold yet."""
+        return [path for path, node in self.local_only.items() if node.entry.attrs.is_dir]
 
     @boundary
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pyfuse3
 import trio
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from obsfs.backend.aio import AsyncStore
 from obsfs.backend.base import ObjectInfo
@@ -126,6 +126,10 @@ class FsCore(pyfuse3.Operations):
         # Directory path -> one set per listing of it in progress: the names this mount changed
         # (created, uploaded, renamed, removed) while its LIST pages were being fetched.
         self._listings: dict[str, list[set[str]]] = {}
+        # Directory path -> how many entries its last listing found: which directories are small
+        # enough to list again for a lookup (listing.py, ``_names_for_lookup``).
+        self._listed_sizes: LRUCache[str, int] = LRUCache(4096)
+        self._relisting: dict[str, trio.Event] = {}  # listings made for lookups, running now
         self.dir_times = DirTimes()  # directory times not yet in their markers
         # Keys removed here whose DELETE is queued: the store still lists them, we must not.
         self.deletes = DeleteQueue(store.delete_many, journal, delay=config.upload_delay, metrics=self.metrics)

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 HEAD_WORKERS = 16  # threads HEADing a listing's entries (32 measured slower: GIL contention)
 # Entries numbered at a time in readdir; a READDIRPLUS reply holds about 200.
 READDIR_CHUNK = 64
+# Entries a directory's last listing may have held for a lookup to list it again (one LIST page).
+RELIST_MAX = 1000
 
 
 class Listing(Attributes):
@@ -112,6 +114,38 @@ class Listing(Attributes):
         known = self._listed_before(path)
         if known is not None:
             return known
+        return self._listed(path, await self._list_again(path))
+
+    async def _names_for_lookup(self, path: str) -> None:
+        """List the directory ``path`` again for a lookup in it, when its last listing has expired
+        and found no more than ``RELIST_MAX`` entries. Past ``stat_cache_expire`` every name is
+        asked again: a file costs a HEAD, and a name that is not there a HEAD, a LIST and the
+        HEAD of another tool's marker (``_fetch``), so a build or ``cp -r`` probing a few dozen
+        names in a directory sent three requests for each. One LIST answers them all: the
+        names it lacks are "no such file" from ``dir_cache``, and the files whose attributes
+        the metadata cache holds for their ETag are exact. One listing at a time per directory;
+        none while the store is down (the quick lookup answers at once) or with the stat cache
+        off (nothing would keep what it found)."""
+        if self.config.stat_ttl <= 0 or self.store.reachability.down or path in self.dir_cache:
+            return
+        if self._listed_sizes.get(path, RELIST_MAX + 1) > RELIST_MAX:
+            return  # never listed, or large: a HEAD of the one name is cheaper
+        running = self._relisting.get(path)
+        if running is not None:
+            await running.wait()
+            return
+        self._relisting[path] = done = trio.Event()
+        try:
+            await self._list_again(path)
+        except ObsfsError as exc:
+            log.debug("listing %s for a lookup failed: %s", path, exc)  # the lookup asks for itself
+        finally:
+            del self._relisting[path]
+            done.set()
+
+    async def _list_again(self, path: str) -> dict[str, Entry]:
+        """The children of ``path`` as the store lists them now, with this mount's changes; fills
+        ``stat_cache`` and ``dir_cache`` with them."""
         changed: set[str] = set()
         self._listings.setdefault(path, []).append(changed)
         try:
@@ -141,7 +175,8 @@ class Listing(Attributes):
             elif entry.exact or not isinstance(self.stat_cache.get(child), Entry):
                 self.stat_cache[child] = entry
         self.dir_cache[path] = {name: entry.attrs.is_dir for name, entry in found.items()}
-        return self._listed(path, found)
+        self._listed_sizes[path] = len(found)
+        return found
 
     def _listed_before(self, path: str) -> list[tuple[str, Entry]] | None:
         """The children of ``path`` as its last listing found them, with every change this mount

@@ -41,6 +41,8 @@ class Namespace(Listing):
                 raise
             raise FsError(errno.ENOENT) from None
         try:
+            if path not in self.stat_cache and not self._has_local_truth(self.inodes.by_path(path)):
+                await self._names_for_lookup(parent_of(path))
             entry = await self._stat(path, quick=True)
         except TemporaryFailure as exc:
             # Not known to exist, nor known not to: an error here would fail open(O_CREAT) before
@@ -70,6 +72,7 @@ class Namespace(Listing):
         entry = await self._new_dir(path, attrs)
         self._remember(path, entry)
         self.dir_cache[path] = {}
+        self._listed_sizes[path] = 0
         self._dir_changed(parent_inode)
         return self._hand_out(path, entry)
 

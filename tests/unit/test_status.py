@@ -27,6 +27,7 @@ def test_a_quiet_mount() -> None:
         "mount                /mnt/b (bucket:/p)",
         "waiting for upload   0 file(s), 0 B",
         "uploading now        0 file(s)",
+        "also waiting         0 new directory(ies), 0 removal(s)",
         "store last answered  2 s ago",
         "read cache           3.0 MiB of 1.0 GiB",
     ]
