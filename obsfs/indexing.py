@@ -179,13 +179,13 @@ class AttrIndex:
     async def load_lazily(self, dir_key: str) -> dict[str, object] | None:
         """``load``, each entry still to be checked (attrindex.decode_lazily)."""
         try:
-            data = await self.store.get_range(index_key(self.prefix, dir_key), 0, MAX_INDEX_BYTES)
+            data = await self.store.read_small(index_key(self.prefix, dir_key), MAX_INDEX_BYTES)
         except NotFound:
             return None
         except ObsfsError as exc:
             log.info("attribute index of %r not read (its files are HEADed): %s", dir_key, exc)
             return {}
-        return decode_lazily(bytes(data)) if len(data) < MAX_INDEX_BYTES else {}
+        return decode_lazily(data) if len(data) < MAX_INDEX_BYTES else {}
 
     async def _rewriter(self, dir_key: str) -> None:
         """Rewrite one directory's index until no change is left, spaced out."""

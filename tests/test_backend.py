@@ -160,6 +160,19 @@ def test_get_range(store: ObsStore, s3: Any, bucket: str) -> None:
         store.get_range("missing", 0, 10)
 
 
+def test_read_small_reads_what_get_range_reads_without_the_sdk(store: ObsStore, s3: Any, bucket: str) -> None:
+    data = bytes(range(256)) * 8
+    s3.put_object(Bucket=bucket, Key="r", Body=data)
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    assert store.read_small("r", 10) == data[:10]
+    assert store.read_small("r", 1 << 20) == data  # short: the whole object
+    assert store.read_small("empty", 10) == b""  # the range starts at its end (416)
+    assert store.read_small("r", 0) == b""
+    with pytest.raises(NotFound):
+        store.read_small("missing", 10)
+    assert store._client is None
+
+
 def test_get_range_with_etag(store: ObsStore, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="r", Body=b"version one")
     etag = store.head("r").etag

@@ -112,8 +112,9 @@ def list_pages(store: ObsStore, prefix: str, delimiter: str | None) -> list[List
 
 @pytest.mark.parametrize("signature", ["v2", "v4"])
 def test_listings_read_what_the_sdk_reads(rgw: S3Server, rgw_bucket: str, signature: str) -> None:
-    """Listings go without the SDK (keepalive.py, signed here): RGW checks the signatures, with
-    odd keys in the prefix and the marker, and each page says what the SDK's says of it."""
+    """Listings and small GETs go without the SDK (keepalive.py, signed here): RGW checks the
+    signatures, with odd keys in the prefix, the marker and the GET's path, and each page says
+    what the SDK's says of it."""
     keys = ["ls/ü b+%41/x", "ls/ü b+%41/y&<z>", "ls/a~b=c?d#e", "ls/plain", "ls/sub/deep/f", "ls/\u00e9t\u00e9"]
     for key in keys:
         boto_client(rgw).put_object(Bucket=rgw_bucket, Key=key, Body=key.encode())
@@ -122,7 +123,10 @@ def test_listings_read_what_the_sdk_reads(rgw: S3Server, rgw_bucket: str, signat
         cases = [("ls/", "/"), ("ls/ü b+%41/", "/"), ("ls/", None)]
         pages = {case: list_pages(store, *case) for case in cases}
         store.check_access("ls/")
+        small = {key: store.read_small(key, 1000) for key in keys}  # an attribute index's read
         assert store._client is None  # no SDK client was made for any of that
+        assert small == {key: key.encode() for key in keys}
+        assert store.read_small(keys[0], 3) == keys[0].encode()[:3]
         for (prefix, delimiter), ours in pages.items():
             marker = None
             for page in ours:

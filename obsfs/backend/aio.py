@@ -186,6 +186,11 @@ class AsyncStore:
         self.metrics.from_store.inc(len(data))
         return data
 
+    async def read_small(self, key: str, limit: int) -> bytes:
+        data = await self._run(f"GET {key}", functools.partial(self.store.read_small, key, limit), data=True)
+        self.metrics.from_store.inc(len(data))
+        return data
+
     async def get_to_file(self, key: str, path: str, *, etag: str | None = None) -> int:
         """Download into the existing local file ``path``. Each attempt's thread opens the file
         itself: an attempt abandoned at the deadline may go on writing for a while, and must then

@@ -84,6 +84,11 @@ class ObjectStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def read_small(self, key: str, limit: int) -> bytes:
+        """Up to ``limit`` bytes from the start of a small object that is read whole (an attribute
+        index): ``get_range(key, 0, limit)``, by a leaner path than file data takes."""
+
+    @abc.abstractmethod
     def get_to_file(self, key: str, fd: int, *, etag: str | None = None) -> int:
         """Download the whole object into the open file ``fd`` from offset 0; returns bytes written."""
 

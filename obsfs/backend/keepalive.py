@@ -1,5 +1,5 @@
 """HEADs and small PUTs of our own, signed here and sent on one keep-alive connection per thread;
-and listings, on a connection of their own each.
+and listings and small GETs, on a connection of their own each.
 
 Why not the SDK: a cold ``ls -l`` HEADs every entry, and ``cp -r`` of small files PUTs every
 one, and the SDK spends most of its CPU per request on things these do not need (a new TCP
@@ -17,10 +17,12 @@ marked unreachable. A failure on a fresh connection, or a timeout on any, is a r
 error as before. A PUT is never sent again here, whatever the failure: the server may have
 acted on it, so the caller's retry decides, and a conditional PUT repeated that way meets the
 conflict checks of obsfs/fs/uploads.py (an ETag that is already ours is no conflict). GETs do
-not come this way: keep-alive slows small GETs on Ceph RGW 16 by about 40 ms each (see
-docs/write-back.md and the SDK facts). A listing is a GET too, so it gets a new connection that
-closes after the answer, as the SDK's would; it comes here so that a mount can answer its first
-calls (the bucket check, the root's listing, HEADs) before the SDK is imported (addressing.py).
+not reuse connections: keep-alive slows small GETs on Ceph RGW 16 by about 40 ms each (see
+docs/write-back.md and the SDK facts). A listing is a GET, and so is the read of a directory's
+attribute index, so each gets a new connection that closes after the answer, as the SDK's
+would; they come here so that a mount can answer its first calls (the bucket check, the root's
+listing, HEADs) and list a directory before the SDK is imported (addressing.py). File data
+still comes through the SDK.
 
 Signatures are the SDK's three (v2, v4, and OBS's own, which is v2 with ``x-obs-`` names),
 computed the same way over the same addressing (path or virtual-host style) the SDK chose, and
@@ -208,7 +210,7 @@ class Reply:
     status: int
     header: dict[str, str]
     errorCode: str | None = None  # noqa: N815 -- read where SDK results are read
-    body: bytes = b""  # a listing's; a HEAD's or PUT's is not kept
+    body: bytes = b""  # a listing's or a GET's; a HEAD's or PUT's is not kept
 
 
 # How a reused connection fails when the server had closed it before our request reached it:
@@ -284,13 +286,24 @@ class LeanClient:
         return self._request("PUT", key, headers, body)
 
     def list(self, query: Mapping[str, str]) -> Reply:
-        """A listing (GET on the bucket with ``query``), with its body. On a connection of its
-        own, closed after the answer, as the SDK sends it: a GET on a reused connection answered
-        about 40 ms late on RGW (module docstring), and a listing is no HEAD to send again."""
+        """A listing (GET on the bucket with ``query``), with its body."""
         probe = self._negotiate()
         if probe is not None:
             return probe
-        path, headers = self.signer.listing(self.bucket, query, time.time())
+        return self._one_shot(*self.signer.listing(self.bucket, query, time.time()))
+
+    def get(self, key: str, extra: Mapping[str, str]) -> Reply:
+        """GET ``key`` with ``extra`` headers (a Range), the body read whole: for small objects
+        that a listing needs (an attribute index), which should not wait for the SDK's import."""
+        probe = self._negotiate()
+        if probe is not None:
+            return probe
+        return self._one_shot(*self.signer.headers("GET", self.bucket, key, time.time(), extra))
+
+    def _one_shot(self, path: str, headers: Mapping[str, str]) -> Reply:
+        """A GET on a connection of its own, closed after the answer, as the SDK sends it: a GET
+        on a reused connection answered about 40 ms late on RGW (module docstring), and a GET is
+        no HEAD to send again."""
         host, port = self.address
         conn = (http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self.tls)
                 if self.tls is not None else http.client.HTTPConnection(host, port, timeout=self.timeout))

@@ -259,7 +259,7 @@ class Attributes(OpenFiles):
         entry = await self._require(path)
         if not entry.attrs.is_link:
             raise FsError(errno.EINVAL, f"{path} is not a symbolic link")
-        target = bytes(await self.store.get_range(self.layout.file_key(path), 0, max(entry.attrs.size, 1)))
+        target = await self.store.read_small(self.layout.file_key(path), max(entry.attrs.size, 1))
         node.entry = replace(entry, link_target=target)
         self._remember(path, node.entry)
         return target
