@@ -327,6 +327,7 @@ def test_delete_many_more_than_one_batch(store: ObsStore, s3: Any, bucket: str) 
     store.delete_many(iter(keys + ["del/missing"]))  # any iterable; missing keys are fine
     assert boto_keys(s3, bucket) == ["keep"]
     store.delete_many([])
+    assert store._client is None  # sent by keepalive.py, without the SDK
 
 
 def test_odd_keys(store: ObsStore, s3: Any, bucket: str) -> None:

@@ -1,5 +1,5 @@
 """HEADs and small PUTs of our own, signed here and sent on one keep-alive connection per thread;
-and listings and small GETs, on a connection of their own each.
+and listings, small GETs and multi-object deletes, on a connection of their own each.
 
 Why not the SDK: a cold ``ls -l`` HEADs every entry, and ``cp -r`` of small files PUTs every
 one, and the SDK spends most of its CPU per request on things these do not need (a new TCP
@@ -21,8 +21,8 @@ not reuse connections: keep-alive slows small GETs on Ceph RGW 16 by about 40 ms
 docs/write-back.md and the SDK facts). A listing is a GET, and so is the read of a directory's
 attribute index, so each gets a new connection that closes after the answer, as the SDK's
 would; they come here so that a mount can answer its first calls (the bucket check, the root's
-listing, HEADs) and list a directory before the SDK is imported (addressing.py). File data
-still comes through the SDK.
+listing, HEADs) and list a directory before the SDK is imported (addressing.py). Multi-object
+deletes come here for the same reason (deletexml.py). File data still comes through the SDK.
 
 Signatures are the SDK's three (v2, v4, and OBS's own, which is v2 with ``x-obs-`` names),
 computed the same way over the same addressing (path or virtual-host style) the SDK chose, and
@@ -46,8 +46,10 @@ import threading
 import time
 import weakref
 from base64 import b64encode
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote, unquote
+
+from obsfs.backend.deletexml import delete_body
 
 # Headers the SDK hands back as they are; every other header is dropped unless it carries the
 # x-amz-/x-obs- prefix (stripped, value percent-decoded). ObjectInfo.metadata keeps that shape.
@@ -132,14 +134,25 @@ class Signer:
 
     def listing(self, bucket: str, query: Mapping[str, str], now: float) -> tuple[str, dict[str, str]]:
         """The path (with ``query``) and headers of a GET on the bucket itself: a listing. None of
-        a listing's parameters is a sub-resource that v2 signs; v4 signs them all. v2's resource is
-        the SDK's: /bucket in path style, /bucket/ in virtual-host style."""
-        base = f"/{bucket}" if self.bucket_in_path else "/"
+        a listing's parameters is a sub-resource that v2 signs; v4 signs them all."""
+        base, resource = self._bucket_paths(bucket)
         canonical = "&".join(f"{quote(name, safe='/')}={quote(value, safe='')}"
                              for name, value in sorted(query.items()))
-        resource = f"/{bucket}" if self.bucket_in_path else f"/{bucket}/"
         headers = self._sign("GET", base, canonical, resource, now, {})
         return (f"{base}?{canonical}" if canonical else base), headers
+
+    def multi_delete(self, bucket: str, now: float, extra: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+        """The path and headers of a multi-object delete: a POST on the bucket's ``delete``
+        sub-resource, which v2 signs in the resource (``/bucket?delete``), as the SDK does."""
+        base, resource = self._bucket_paths(bucket)
+        return f"{base}?delete", self._sign("POST", base, "delete=", f"{resource}?delete", now, extra)
+
+    def _bucket_paths(self, bucket: str) -> tuple[str, str]:
+        """A request on the bucket itself: its path, and v2's resource for it as the SDK makes
+        it (/bucket in path style, /bucket/ in virtual-host style)."""
+        if self.bucket_in_path:
+            return f"/{bucket}", f"/{bucket}"
+        return "/", f"/{bucket}/"
 
     def _sign(self, method: str, path: str, query: str, resource: str, now: float,
               extra: Mapping[str, str]) -> dict[str, str]:
@@ -210,7 +223,7 @@ class Reply:
     status: int
     header: dict[str, str]
     errorCode: str | None = None  # noqa: N815 -- read where SDK results are read
-    body: bytes = b""  # a listing's or a GET's; a HEAD's or PUT's is not kept
+    body: bytes = b""  # a listing's, a GET's or a delete's; a HEAD's or PUT's is not kept
 
 
 # How a reused connection fails when the server had closed it before our request reached it:
@@ -300,18 +313,27 @@ class LeanClient:
             return probe
         return self._one_shot(*self.signer.headers("GET", self.bucket, key, time.time(), extra))
 
-    def _one_shot(self, path: str, headers: Mapping[str, str]) -> Reply:
-        """A GET on a connection of its own, closed after the answer, as the SDK sends it: a GET
-        on a reused connection answered about 40 ms late on RGW (module docstring), and a GET is
-        no HEAD to send again."""
+    def delete_batch(self, keys: Sequence[str]) -> Reply:
+        """One multi-object delete of ``keys`` (at most 1,000), with its answer's body."""
+        probe = self._negotiate()
+        if probe is not None:
+            return probe
+        body = delete_body(keys)
+        extra = {"Content-MD5": b64encode(hashlib.md5(body).digest()).decode(), "Content-Length": str(len(body))}
+        return self._one_shot(*self.signer.multi_delete(self.bucket, time.time(), extra), method="POST", body=body)
+
+    def _one_shot(self, path: str, headers: Mapping[str, str], *, method: str = "GET", body: bytes = b"") -> Reply:
+        """A request on a connection of its own, closed after the answer, as the SDK sends it: a
+        GET on a reused connection answered about 40 ms late on RGW (module docstring), and
+        only a HEAD is ever sent again here."""
         host, port = self.address
         conn = (http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self.tls)
                 if self.tls is not None else http.client.HTTPConnection(host, port, timeout=self.timeout))
         try:
-            conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
             for name, value in [*headers.items(), ("Connection", "close")]:
                 conn.putheader(name, value)
-            conn.endheaders()
+            conn.endheaders(body or None)
             answer = conn.getresponse()
             body = answer.read()
         finally:

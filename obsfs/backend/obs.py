@@ -3,8 +3,9 @@
 The SDK reports HTTP errors as result values and transport errors as plain exceptions; this
 module is the one place that turns both into ``obsfs.errors`` types. The SDK's own retries are
 off (``max_retry_count=0``): ``retry.py`` owns the policy so that every call has one deadline.
-HEADs, small PUTs and listings go through ``keepalive.py`` instead, and the SDK is imported only
-when a call first needs it (``ObsStore.client``): a mount answers without it.
+HEADs, small PUTs, listings, small GETs and multi-object deletes go through ``keepalive.py``
+instead, and the SDK is imported only when a call first needs it (``ObsStore.client``): a mount
+answers without it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from obsfs.backend.addressing import addressing
 from obsfs.backend.base import ListPage, ObjectInfo, ObjectStore, StoreConfig, bare_etag
+from obsfs.backend.deletexml import DeleteAnswerUnreadable, delete_failures
 from obsfs.backend.keepalive import LeanClient, Signer
 from obsfs.backend.listxml import ListingUnreadable, parse_listing
 from obsfs.errors import (
@@ -430,13 +432,15 @@ class ObsStore(ObjectStore):
             self._delete_batch(batch)
 
     def _delete_batch(self, keys: list[str]) -> None:
-        request = sdk().DeleteObjectsRequest(quiet=False, objects=[sdk().Object(key=k) for k in keys])
-        resp = self._call(f"delete batch of {len(keys)} keys", None, lambda: self.client.deleteObjects(
-            self.bucket, request, extensionHeaders=self._ext()))
-        for err in getattr(resp.body, "error", None) or []:
-            if err.code not in ("NoSuchKey",):
-                raise classify(403 if err.code == "AccessDenied" else 500, err.code,
-                               f"DELETE {err.key}", err.key)
+        what = f"delete batch of {len(keys)} keys"
+        reply = self._call(what, None, functools.partial(self.lean.delete_batch, keys))
+        try:
+            failed = delete_failures(reply.body)
+        except DeleteAnswerUnreadable as exc:
+            raise StoreError(f"{what}: {exc}") from None
+        for key, code in failed:
+            if code != "NoSuchKey":
+                raise classify(403 if code == "AccessDenied" else 500, code, f"DELETE {key}", key)
 
     def list(self, prefix: str = "", delimiter: str | None = "/", marker: str | None = None,
              max_keys: int = 1000) -> ListPage:
