@@ -281,3 +281,46 @@ def test_a_handover_asked_of_a_starting_daemon_waits_until_it_is_ready(mounter: 
     wait_for(lambda: _pid(mnt, "pid") not in (0, first, second), "a third daemon took over", seconds=20)
     assert f"daemon {second} exited with {EXIT_HANDOVER}" in mounter.log_text()
     assert os.listdir(mnt.path) == []
+
+
+def test_a_file_uploaded_while_open_goes_on_after_kill_9_without_a_conflict(mounter: Mounter, moto: S3Server,
+                                                                            bucket: str, s3: Any) -> None:
+    """An upload that ends while its file is still open, with other uploads queued: the journal
+    row of the version it stored must go at once, not with the next journal write
+    (``Journal.remove(later=...)``). Held over a kill -9, the row made the next daemon upload the
+    open file's newer bytes as a version based on none: that met our own upload, the newer
+    bytes went to a conflict copy, and the name showed the older ones (once, under load, in
+    test_the_keeper_upgrades_itself_in_place)."""
+    mnt = mounter.mount(moto, bucket, "keeper")
+    # A large upload still going on when held's ends, and no close (a journal write) after it.
+    with open(mnt.path / "big", "wb") as stream:
+        chunk = os.urandom(1 << 20)
+        for _ in range(160):
+            stream.write(chunk)
+    held = mnt.path / "held"
+    held.write_bytes(b"before")
+    fd = os.open(held, os.O_RDWR)
+    try:
+        wait_for(lambda: _exists(s3, bucket, "held"), "held was uploaded", seconds=30)
+        assert os.pwrite(fd, b"after2", 0) == 6  # staged only: neither closed nor fsynced
+        daemon = _pid(mnt, "pid")
+        os.kill(daemon, signal.SIGKILL)
+        big_was_queued = not _exists(s3, bucket, "big")
+        _respawned(mnt, daemon)
+        assert os.pread(fd, 6, 0) == b"after2"
+    finally:
+        os.close(fd)
+    assert held.read_bytes() == b"after2"
+    assert mnt.umount() == 0
+    assert big_was_queued, "big was in the store before the kill: the case was not reached"
+    assert stored(s3, bucket, "held") == b"after2"
+    assert [key for key in _keys(s3, bucket, "") if "conflict" in key] == []
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0))
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]

@@ -182,8 +182,12 @@ class Uploads(FsCore):
             node.staged = None
             self.inodes.drop_if_unused(node)
         if journaled:
-            # With other uploads to come, the next close's row takes the delete along (journal.py).
-            self.journal.remove(staged.name, later=self.writeback.others_pending(node))
+            # With other uploads to come, the next close's row takes the delete along (journal.py)
+            # of a closed file: its data file is gone first, so a crash that keeps the row drops
+            # it. An open file's data file stays and may be written on, so a row kept over a
+            # crash would be taken for a pending version based on the one before this upload:
+            # the next daemon's conditional upload would find this one and file a false conflict.
+            self.journal.remove(staged.name, later=node.opens == 0 and self.writeback.others_pending(node))
 
     def _discard_staged(self, node: Node) -> None:
         """The file is gone: drop its pending upload and its cached data."""
