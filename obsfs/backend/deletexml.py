@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from xml.etree import ElementTree
 
+from obsfs.backend.xmlanswer import answer_root
+
 
 class DeleteAnswerUnreadable(ValueError):
     """The answer is not a multi-object delete's result."""
@@ -26,12 +28,6 @@ def delete_body(keys: Iterable[str]) -> bytes:
 
 def delete_failures(xml: bytes) -> list[tuple[str, str]]:
     """(key, error code) of each key the store reports it did not delete."""
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError as exc:
-        raise DeleteAnswerUnreadable(f"delete answer is not XML: {exc}") from None
-    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    if root.tag != f"{ns}DeleteResult":
-        raise DeleteAnswerUnreadable(f"delete answer is a {root.tag}, not a DeleteResult")
+    root, ns = answer_root(xml, "DeleteResult", DeleteAnswerUnreadable, "delete")
     return [(error.findtext(f"{ns}Key") or "", error.findtext(f"{ns}Code") or "")
             for error in root.iterfind(f"{ns}Error")]

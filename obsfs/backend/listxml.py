@@ -14,9 +14,9 @@ import calendar
 import functools
 import time
 from urllib.parse import unquote_plus
-from xml.etree import ElementTree
 
 from obsfs.backend.base import ListPage, ObjectInfo, bare_etag
+from obsfs.backend.xmlanswer import answer_root
 
 
 class ListingUnreadable(ValueError):
@@ -44,13 +44,7 @@ def parse_listing(xml: str | bytes) -> ListPage:
     if the page is truncated: NextMarker if the server gives one, else the last key or common
     prefix, whichever sorts last (RGW gives the last key, moto an opaque token; both take their
     own value back)."""
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError as exc:
-        raise ListingUnreadable(f"LIST answer is not XML: {exc}") from None
-    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    if root.tag != f"{ns}ListBucketResult":
-        raise ListingUnreadable(f"LIST answer is a {root.tag}, not a ListBucketResult")
+    root, ns = answer_root(xml, "ListBucketResult", ListingUnreadable, "LIST")
     coded = root.findtext(f"{ns}EncodingType") == "url"
 
     def name(text: str | None) -> str:
