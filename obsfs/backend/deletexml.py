@@ -1,8 +1,9 @@
 """A multi-object delete's XML: the request body, and the keys its answer says were not deleted.
 
 Sent by ``keepalive.py`` rather than the SDK: a fresh mount's first batch of deletes (``rm -r``)
-imported the SDK, which held the GIL for 0.28 s of a 2.4 s ``rm -r`` of 1,000 files. The body
-is the SDK's (``Quiet`` false, one ``Object`` per key), so the store sees the same request.
+imported the SDK, which held the GIL for 0.28 s (py-spy) of an ``rm -r`` of 1,000 files that
+takes 2.4 s unprofiled. The body is the SDK's (``Quiet`` false, one ``Object`` per key), so the
+store sees the same request.
 """
 
 from __future__ import annotations

@@ -335,12 +335,12 @@ class LeanClient:
                 conn.putheader(name, value)
             conn.endheaders(body or None)
             answer = conn.getresponse()
-            body = answer.read()
+            content = answer.read()
         finally:
             conn.close()
-        code = _ERROR_CODE.search(body) if answer.status >= 300 else None
+        code = _ERROR_CODE.search(content) if answer.status >= 300 else None
         return Reply(status=answer.status, header=header_map(answer.getheaders()),
-                     errorCode=code.group(1).decode("utf-8", "replace") if code else None, body=body)
+                     errorCode=code.group(1).decode("utf-8", "replace") if code else None, body=content)
 
     def _negotiate(self) -> Reply | None:
         """Settle the dialect first if asked to; the probe's answer when it stands for the call."""
