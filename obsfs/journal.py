@@ -207,6 +207,13 @@ class Journal:
                 raise
         self._settle()
 
+    def rebase(self, data_file: str, base_etag: str) -> None:
+        """The row's contents are now based on ``base_etag``: an upload of an older version of the
+        same data file stored it while the row's version was written. Fsynced, as ``record``."""
+        with _as_os_error():
+            self.db.execute("UPDATE dirty SET base_etag = ? WHERE data_file = ?", (base_etag, data_file))
+        self._settle()
+
     def remove(self, data_file: str, *, later: bool = False) -> None:
         """Never fails for a full disk: the delete is then owed (see the module docstring).
 

@@ -9,7 +9,9 @@ or told to try again."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import os
 import queue
@@ -30,6 +32,7 @@ from tests.mounting import Mount, Mounter, fsync_dir, fsync_tree, wait_for
 from tests.s3server import S3Server
 from tests.test_keeper import _mountinfo, _pid
 from tests.test_survival import _kill_daemon
+from tests.test_writeback import stored
 
 # A held request must outlast the test's steps, not the SDK's timeouts (the Mounter's are short);
 # written files stay unsent until the test fsyncs them.
@@ -133,15 +136,15 @@ class Rig:
             return {path for (path,) in db.execute("SELECT path FROM inodes WHERE path != ''")}
 
 
-@pytest.fixture
-def rig(mounter: Mounter, moto: S3Server, bucket: str) -> Iterator[Rig]:
+@contextlib.contextmanager
+def _rigged(mounter: Mounter, moto: S3Server, bucket: str, options: str) -> Iterator[Rig]:
     """Unmounts before the proxy goes (the daemon's last flush goes through it), and ends the
     apps; ``mounter`` checks how the daemon exited."""
     proxy = Hold(moto.port)
     proxy.start()
     try:
         through = dataclasses.replace(moto, endpoint=f"http://127.0.0.1:{proxy.port}", proc=None)
-        rig = Rig(mounter.mount(through, bucket, OPTIONS), proxy, bucket)
+        rig = Rig(mounter.mount(through, bucket, options), proxy, bucket)
         yield rig
         for app in rig.apps:
             app.proc.kill()
@@ -149,6 +152,19 @@ def rig(mounter: Mounter, moto: S3Server, bucket: str) -> Iterator[Rig]:
         assert rig.mnt.umount() == 0
     finally:
         proxy.stop()
+
+
+@pytest.fixture
+def rig(mounter: Mounter, moto: S3Server, bucket: str) -> Iterator[Rig]:
+    with _rigged(mounter, moto, bucket, OPTIONS) as made:
+        yield made
+
+
+@pytest.fixture
+def eager_rig(mounter: Mounter, moto: S3Server, bucket: str) -> Iterator[Rig]:
+    """Uploads start at close (``upload_delay=0``), where they can be held."""
+    with _rigged(mounter, moto, bucket, OPTIONS.replace("upload_delay=600", "upload_delay=0")) as made:
+        yield made
 
 
 def _keys(s3: Any, bucket: str) -> list[str]:
@@ -323,3 +339,58 @@ def _waiting(mnt: Mount) -> int:
                              f"mount -t fusectl none /sys/fs/fuse/connections && cat {connection}/waiting"],
                             capture_output=True, text=True, check=True, timeout=30)
     return int(result.stdout)
+
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["still-open", "closed-again"])
+def test_a_write_during_an_upload_goes_on_after_kill_9_without_a_conflict(eager_rig: Rig, s3: Any,
+                                                                          closed: bool) -> None:
+    """A file journaled at close is written again while its upload is on its way; the daemon is
+    killed while the newer bytes' upload is. The journal row said the contents were based on no
+    stored version; kept so once the upload had stored one, it made the next daemon's upload
+    (``If-None-Match``) fail on our own object: a false conflict, the newer bytes under a
+    conflict key and the older ones under the name (seen in test_the_keeper_upgrades_itself_in_place
+    under CI load). Closed again, the newer bytes were acknowledged: the next daemon uploads them.
+    Still open, they were not: the fd goes on with them (handletable.py)."""
+    rig = eager_rig
+    path = rig.mnt.path / "held"
+    # Opened for writing before the upload: an open for writing waits for a running one.
+    writer = os.open(path, os.O_RDWR | os.O_CREAT)
+    open_fds, sync_errors = [writer], list[int | None]()
+    syncing = threading.Thread(target=_fsync, args=(writer, sync_errors))
+    try:
+        with open(path, "r+b") as other:
+            other.write(b"before")
+            first = rig.hold("PUT", "held")
+        assert first.arrived.wait(30), "the close sends the upload (upload_delay=0)"
+        assert os.pwrite(writer, b"after!", 0) == 6
+        if closed:
+            os.close(open_fds.pop())  # journaled; its upload follows the one on its way
+        second = rig.hold("PUT", "held")
+        first.release(to_store=True)
+        if not closed:  # nothing else sends the open file's bytes: fsync does
+            syncing.start()
+        assert second.arrived.wait(30), "the newer bytes' upload follows the first one"
+        assert stored(s3, rig.bucket, "held") == b"before"
+        _kill_daemon(rig.mnt)
+        second.release(to_store=False)
+        if not closed:
+            syncing.join(30)
+            assert sync_errors == [errno.ECONNABORTED]
+            assert os.pread(writer, 6, 0) == b"after!"
+    finally:
+        if syncing.is_alive():
+            syncing.join(30)
+        for fd in open_fds:
+            os.close(fd)
+    assert path.read_bytes() == b"after!"
+    fsync_tree(rig.mnt.path)
+    assert stored(s3, rig.bucket, "held") == b"after!"
+    assert _keys(s3, rig.bucket) == ["held"]
+
+
+def _fsync(fd: int, errors: list[int | None]) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        errors.append(exc.errno)

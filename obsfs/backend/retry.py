@@ -41,9 +41,13 @@ class RetryPolicy:
 DEFAULT_POLICY = RetryPolicy()
 
 
-def _give_up(exc: TemporaryFailure, what: str, attempts: int, deadline: float) -> TemporaryFailure:
+def _give_up(exc: TemporaryFailure, what: str, attempts: int, deadline: float, *,
+             cut: bool = False) -> TemporaryFailure:
+    """``exc`` with how long we tried; ``cut``: it is an earlier attempt's, and the deadline ended
+    the last attempt, which had no answer yet."""
+    cut_note = "; the last one had no answer yet" if cut else ""
     exc.args = (f"{exc.args[0] if exc.args else what} (gave up after {attempts} attempts "
-                f"in {deadline:.0f} s)",)
+                f"in {deadline:.0f} s{cut_note})",)
     return exc
 
 
@@ -77,13 +81,18 @@ async def acall_with_retry(fn: Callable[[], Awaitable[T]], what: str, deadline: 
     if end <= start:
         raise _give_up(TemporaryFailure(f"{what}: no time left"), what, 0, budget)
     delays = policy.delays()
+    failed: TemporaryFailure | None = None
     for attempts in itertools.count(1):
         try:
             with trio.fail_at(end):
                 return await fn()
         except trio.TooSlowError:
+            # The store's last answer (a 503, say) tells a user more than the attempt cut short.
+            if failed is not None:
+                raise _give_up(failed, what, attempts, budget, cut=True) from None
             raise _give_up(TemporaryFailure(f"{what}: no answer"), what, attempts, budget) from None
         except TemporaryFailure as exc:
+            failed = exc
             delay = next(delays)
             if trio.current_time() + delay >= end:
                 raise _give_up(exc, what, attempts, budget) from None

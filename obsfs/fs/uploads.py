@@ -119,6 +119,8 @@ class Uploads(FsCore):
                 # runs outside any request, so nothing else would commit it before a kill.
                 self._note_staged(node)
                 self.inodes.numbers.commit()
+            if staged.journaled and staged.dirty:
+                self._rebase_row(staged, version, etag)
             node.kernel_etag = etag
             node.local_only = False
             self.local_only.pop(path, None)
@@ -128,6 +130,22 @@ class Uploads(FsCore):
             self._remember(path, node.entry)
             if not staged.dirty:
                 self._release_staged(node)
+
+    def _rebase_row(self, staged: StagedFile, uploaded: int, etag: str) -> None:
+        """Written again during the upload that just stored version ``uploaded``: the journal row
+        must stop saying that its contents are based on the stored version before, or after a
+        crash the next daemon's conditional upload fails on our own object and files a false
+        conflict (the name then shows the older bytes). A row this upload covered goes: the
+        writes since were not acknowledged, and an open fd goes on through the handle table
+        (``_note_staged``, just before). A newer row is now based on ``etag``."""
+        if staged.journaled_version <= uploaded:
+            staged.journaled = False
+            self.journal.remove(staged.name)
+            return
+        try:
+            self.journal.rebase(staged.name, etag)
+        except OSError as exc:  # a full cache disk: after a crash, a conflict copy, never a loss
+            log.warning("could not record the upload of %s in the cache journal: %s", staged.name, exc)
 
     async def _own_earlier_upload(self, key: str, path: str, size: int, metadata: dict[str, str],
                                   content_type: str) -> str | None:
