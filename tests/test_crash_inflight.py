@@ -349,9 +349,10 @@ def test_a_write_during_an_upload_goes_on_after_kill_9_without_a_conflict(eager_
     killed while the newer bytes' upload is. The journal row said the contents were based on no
     stored version; kept so once the upload had stored one, it made the next daemon's upload
     (``If-None-Match``) fail on our own object: a false conflict, the newer bytes under a
-    conflict key and the older ones under the name (seen in test_the_keeper_upgrades_itself_in_place
-    under CI load). Closed again, the newer bytes were acknowledged: the next daemon uploads them.
-    Still open, they were not: the fd goes on with them (handletable.py)."""
+    conflict key and the older ones under the name (the path that fits what CI saw once in
+    test_the_keeper_upgrades_itself_in_place, under load; not reproduced there). Closed again,
+    the newer bytes were acknowledged: the next daemon uploads them. Still open, they were not:
+    the fd goes on with them (handletable.py)."""
     rig = eager_rig
     path = rig.mnt.path / "held"
     # Opened for writing before the upload: an open for writing waits for a running one.
